@@ -1,0 +1,219 @@
+"""Site settings from feedpub.yaml, checked once and turned into typed values."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+
+from .errors import ConfigError
+
+SETTINGS_FILE = "feedpub.yaml"
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+@dataclass(frozen=True)
+class Author:
+    name: str
+    email: str | None = None
+
+
+@dataclass(frozen=True)
+class FeedOptions:
+    items: int = 20
+    full_content: bool = True
+    tag_feeds: bool = True
+
+
+@dataclass(frozen=True)
+class ExtractOptions:
+    summary_length: int = 300
+    key_points: int = 5
+
+
+@dataclass(frozen=True)
+class Site:
+    """Everything the build needs to know about a site, with paths made absolute."""
+
+    root: Path
+    title: str
+    description: str
+    base_url: str  # always ends with "/"
+    language: str
+    timezone: str
+    author: Author
+    feeds: FeedOptions = field(default_factory=FeedOptions)
+    extract: ExtractOptions = field(default_factory=ExtractOptions)
+    content_dir: Path = Path("content")
+    output_dir: Path = Path("public")
+    state_dir: Path = Path("state")
+    templates_dir: Path = Path("templates")
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.base_url).hostname or "localhost"
+
+    def url(self, path: str = "") -> str:
+        """The absolute URL of a path inside the published site."""
+        return self.base_url + path.lstrip("/")
+
+    def fingerprint(self) -> str:
+        """Changes whenever a setting that shapes the output changes."""
+        data = {k: v for k, v in asdict(self).items() if k not in {"raw", "root"}}
+        blob = json.dumps(data, default=str, sort_keys=True).encode()
+        return hashlib.blake2b(blob, digest_size=12).hexdigest()
+
+
+def read_yaml(path: Path, label: str) -> dict[str, Any]:
+    """Read a YAML mapping, turning syntax errors into a one-line ConfigError."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(label, "", "file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(label, "", f"cannot be read ({exc})") from None
+    try:
+        data = yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(label, "", f"{where}not valid YAML ({problem})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(label, "", "must be a mapping of settings")
+    return data
+
+
+class Section:
+    """Typed access to one mapping of a settings file, with errors naming the key."""
+
+    def __init__(self, data: Any, file: str, prefix: str = "") -> None:
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(file, prefix.rstrip("."), "must be a mapping")
+        self.data, self.file, self.prefix = data, file, prefix
+        self.used: set[str] = set()
+
+    def error(self, key: str, reason: str) -> ConfigError:
+        return ConfigError(self.file, self.prefix + key, reason)
+
+    def _get(self, key: str, default: Any, required: bool) -> Any:
+        self.used.add(key)
+        value = self.data.get(key)
+        if value is None:
+            if required:
+                raise self.error(key, "is required")
+            return default
+        return value
+
+    def str(self, key: str, default: str | None = None, *, required: bool = False) -> Any:
+        value = self._get(key, default, required)
+        if value is default:
+            return value
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise self.error(key, f"{value!r} is not text")
+        return str(value).strip()
+
+    def int(self, key: str, default: int, *, minimum: int = 0) -> int:
+        value = self._get(key, default, False)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.error(key, f"{value!r} is not a whole number")
+        if value < minimum:
+            raise self.error(key, f"{value} is below the minimum of {minimum}")
+        return value
+
+    def bool(self, key: str, default: bool) -> bool:
+        value = self._get(key, default, False)
+        if not isinstance(value, bool):
+            raise self.error(key, f"{value!r} is not true or false")
+        return value
+
+    def section(self, key: str) -> Section:
+        self.used.add(key)
+        return Section(self.data.get(key), self.file, f"{self.prefix}{key}.")
+
+    def check_unknown(self) -> None:
+        unknown = sorted(set(map(str, self.data)) - self.used)
+        if unknown:
+            raise self.error(unknown[0], "unknown setting")
+
+
+def _base_url(section: Section) -> str:
+    url = section.str("base_url", required=True)
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.netloc:
+        raise section.error("base_url", f"{url!r} is not an absolute http(s) URL")
+    return url if url.endswith("/") else url + "/"
+
+
+def _timezone(section: Section) -> str:
+    name = section.str("timezone", "UTC")
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise section.error("timezone", f"{name!r} is not a known time zone") from None
+    return name
+
+
+def _author(section: Section) -> Author:
+    value = section.data.get("author")
+    if isinstance(value, str) or value is None:
+        section.used.add("author")
+        return Author(name=(value or "").strip())
+    author = section.section("author")
+    result = Author(name=author.str("name", ""), email=author.str("email"))
+    author.check_unknown()
+    return result
+
+
+def load_site(root: Path | str = ".") -> Site:
+    """Read and check ROOT/feedpub.yaml."""
+    root = Path(root).resolve()
+    if not root.is_dir():
+        raise ConfigError(str(root), "", "site folder not found")
+    top = Section(read_yaml(root / SETTINGS_FILE, SETTINGS_FILE), SETTINGS_FILE)
+    feeds = top.section("feeds")
+    extract = top.section("extract")
+    site = Site(
+        root=root,
+        title=top.str("title", required=True),
+        description=top.str("description", ""),
+        base_url=_base_url(top),
+        language=top.str("language", "en"),
+        timezone=_timezone(top),
+        author=_author(top),
+        feeds=FeedOptions(
+            items=feeds.int("items", 20, minimum=1),
+            full_content=feeds.bool("full_content", True),
+            tag_feeds=feeds.bool("tag_feeds", True),
+        ),
+        extract=ExtractOptions(
+            summary_length=extract.int("summary_length", 300, minimum=40),
+            key_points=extract.int("key_points", 5, minimum=1),
+        ),
+        content_dir=root / top.str("content", "content"),
+        output_dir=root / top.str("output", "public"),
+        state_dir=root / top.str("state", "state"),
+        templates_dir=root / top.str("templates", "templates"),
+        raw=top.data,
+    )
+    for section in (feeds, extract):
+        section.check_unknown()
+    # Sections that later parts of feedpub read on their own.
+    top.used.update({"email", "storage", "web"})
+    top.check_unknown()
+    return site

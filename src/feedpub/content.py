@@ -1,0 +1,252 @@
+"""Articles: Markdown files with YAML front matter, read into `Article` values."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from datetime import date, datetime, time
+from pathlib import PurePosixPath
+from typing import Any
+from urllib.parse import urljoin
+
+import mistune
+import yaml
+
+from . import extract
+from ._html import fragment, sanitize
+from .config import Site
+from .errors import ContentError
+from .extract import Question
+
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_markdown = mistune.create_markdown(
+    escape=False, plugins=["table", "strikethrough", "footnotes", "def_list"]
+)
+
+KNOWN_KEYS = frozenset(
+    "title date updated author tags summary key_points faq slug draft image".split()
+)
+_LIGATURES = str.maketrans({"œ": "oe", "Œ": "OE", "æ": "ae", "Æ": "AE", "ß": "ss", "ø": "o"})
+
+
+@dataclass(frozen=True)
+class Article:
+    """One published or publishable article, its body already sanitized.
+
+    `html` is left empty when an article is listed without its body.
+    """
+
+    source: str  # path relative to the content folder, with "/" separators
+    slug: str
+    title: str
+    date: datetime
+    updated: datetime | None
+    author: str | None
+    tags: tuple[str, ...]
+    draft: bool
+    image: str | None
+    summary: str
+    key_points: tuple[str, ...]
+    faq: tuple[Question, ...]
+    html: str = field(default="", repr=False)
+
+    @property
+    def path(self) -> str:
+        """Where the article's page lives, relative to the site's root URL."""
+        return f"{self.slug}/"
+
+
+def slugify(text: str) -> str:
+    """An ASCII, lower-case, hyphenated form of TEXT: "Éthique & IA" → "ethique-ia"."""
+    text = unicodedata.normalize("NFKD", text.translate(_LIGATURES))
+    ascii_text = text.encode("ascii", "ignore").decode().lower()
+    return re.sub(r"[^a-z0-9]+", "-", ascii_text).strip("-")
+
+
+def slug_for(source: str) -> str:
+    path = PurePosixPath(source)
+    stem = path.parent.name if path.stem == "index" and path.parent.name else path.stem
+    return slugify(stem)
+
+
+def _decode(raw: bytes, source: str) -> str:
+    try:
+        return raw.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ContentError(source, line, f"byte 0x{raw[exc.start]:02x} is not UTF-8 text") from None
+
+
+def split_front_matter(text: str, source: str) -> tuple[str, str, int]:
+    """Return (front matter, body, line number where the body starts)."""
+    lines = text.split("\n")
+    if not lines or lines[0].strip() != "---":
+        raise ContentError(source, 1, "no front matter: the file must start with a line '---'")
+    for index, line in enumerate(lines[1:], start=1):
+        if line.rstrip() in {"---", "..."}:
+            return "\n".join(lines[1:index]), "\n".join(lines[index + 1 :]), index + 2
+    raise ContentError(source, 1, "front matter is not closed by a line '---'")
+
+
+class _FrontMatter:
+    """The front matter mapping, with errors that point at the key's line."""
+
+    def __init__(self, text: str, source: str) -> None:
+        self.text, self.source = text, source
+        try:
+            data = yaml.load(text, Loader=_Loader)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = mark.line + 2 if mark else 1
+            problem = getattr(exc, "problem", None) or "syntax error"
+            raise ContentError(source, line, f"front matter is not valid YAML: {problem}") from None
+        if not isinstance(data, dict):
+            raise ContentError(source, 2, "front matter must be a mapping of keys")
+        self.data: dict[str, Any] = data
+
+    def line(self, key: str) -> int:
+        pattern = re.compile(rf"^['\"]?{re.escape(key)}['\"]?\s*:", re.M)
+        match = pattern.search(self.text)
+        return self.text.count("\n", 0, match.start()) + 2 if match else 1
+
+    def error(self, key: str, reason: str) -> ContentError:
+        return ContentError(self.source, self.line(key), f"{key}: {reason}")
+
+    def text_value(self, key: str, *, required: bool = False) -> str | None:
+        value = self.data.get(key)
+        if value is None or value == "":
+            if required:
+                raise self.error(key, "is required")
+            return None
+        if isinstance(value, (dict, list)):
+            raise self.error(key, "must be text")
+        return re.sub(r"\s+", " ", str(value)).strip()
+
+    def text_list(self, key: str) -> tuple[str, ...]:
+        value = self.data.get(key)
+        if value is None:
+            return ()
+        if isinstance(value, str):
+            value = value.split(",") if key == "tags" else [value]
+        if not isinstance(value, list) or not all(isinstance(v, (str, int, float)) for v in value):
+            raise self.error(key, "must be a list of texts")
+        items = (re.sub(r"\s+", " ", str(v)).strip() for v in value)
+        return tuple(dict.fromkeys(item for item in items if item))
+
+    def moment(self, key: str, tz, *, required: bool = False) -> datetime | None:
+        value = self.data.get(key)
+        if value is None:
+            if required:
+                raise self.error(key, "is required")
+            return None
+        if isinstance(value, str):
+            try:
+                value = datetime.fromisoformat(value.strip())
+            except ValueError:
+                raise self.error(key, f"{value!r} is not a date (write 2026-11-30 or 2026-11-30T09:00:00+01:00)") from None
+        if isinstance(value, datetime):
+            return value if value.tzinfo else value.replace(tzinfo=tz)
+        if isinstance(value, date):
+            return datetime.combine(value, time(), tzinfo=tz)
+        raise self.error(key, f"{value!r} is not a date")
+
+    def flag(self, key: str) -> bool:
+        value = self.data.get(key, False)
+        if not isinstance(value, bool):
+            raise self.error(key, f"{value!r} is not true or false")
+        return value
+
+    def questions(self) -> tuple[Question, ...]:
+        value = self.data.get("faq")
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            raise self.error("faq", "must be a list of {q: question, a: answer}")
+        pairs = []
+        for item in value:
+            if not isinstance(item, dict) or not item.get("q") or not item.get("a"):
+                raise self.error("faq", "each entry needs a question 'q' and an answer 'a'")
+            pairs.append(Question(str(item["q"]).strip(), str(item["a"]).strip()))
+        return tuple(pairs)
+
+    def unknown_keys(self) -> list[str]:
+        return [str(k) for k in self.data if k not in KNOWN_KEYS]
+
+
+def parse_article(site: Site, source: str, raw: bytes) -> tuple[Article, list[str]]:
+    """Read one article from its bytes; return it with warnings about its front matter.
+
+    SOURCE is the file's path relative to the content folder; it names the
+    file in error messages and places relative links and images.
+    """
+    label = f"{site.content_dir.name}/{source}"
+    meta_text, body, _ = split_front_matter(_decode(raw, label), label)
+    meta = _FrontMatter(meta_text, label)
+    warnings = [f"{label}:{meta.line(k)}: unknown key '{k}' (ignored)" for k in meta.unknown_keys()]
+
+    title = meta.text_value("title", required=True)
+    published = meta.moment("date", site.tz, required=True)
+    slug = slugify(meta.text_value("slug") or "") or slug_for(source)
+    if not slug:
+        raise meta.error("slug", "cannot make an ASCII slug from this name; set 'slug'")
+    folder = str(PurePosixPath(source).parent)
+    base = site.url("" if folder == "." else folder + "/")
+    page = site.url(slug + "/")
+
+    html = sanitize(_markdown(body), base=base, page=page)
+    tree = fragment(html)
+    image = meta.text_value("image")
+    article = Article(
+        source=source,
+        slug=slug,
+        title=title,
+        date=published,
+        updated=meta.moment("updated", site.tz),
+        author=meta.text_value("author"),
+        tags=meta.text_list("tags"),
+        draft=meta.flag("draft"),
+        image=urljoin(base, image) if image else None,
+        summary=meta.text_value("summary") or extract.lede(tree, site.extract.summary_length),
+        key_points=meta.text_list("key_points")[: site.extract.key_points]
+        or extract.key_points(tree, site.extract.key_points),
+        faq=meta.questions() or extract.faq(tree),
+        html=html,
+    )
+    return article, warnings
+
+
+def to_record(article: Article) -> dict[str, Any]:
+    """The article without its body, as JSON-ready data."""
+    return {
+        "source": article.source,
+        "slug": article.slug,
+        "title": article.title,
+        "date": article.date.isoformat(),
+        "updated": article.updated.isoformat() if article.updated else None,
+        "author": article.author,
+        "tags": list(article.tags),
+        "draft": article.draft,
+        "image": article.image,
+        "summary": article.summary,
+        "key_points": list(article.key_points),
+        "faq": [[q.question, q.answer] for q in article.faq],
+    }
+
+
+def from_record(record: dict[str, Any], html: str = "") -> Article:
+    return Article(
+        source=record["source"],
+        slug=record["slug"],
+        title=record["title"],
+        date=datetime.fromisoformat(record["date"]),
+        updated=datetime.fromisoformat(record["updated"]) if record["updated"] else None,
+        author=record["author"],
+        tags=tuple(record["tags"]),
+        draft=record["draft"],
+        image=record["image"],
+        summary=record["summary"],
+        key_points=tuple(record["key_points"]),
+        faq=tuple(Question(q, a) for q, a in record["faq"]),
+        html=html,
+    )
