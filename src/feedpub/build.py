@@ -64,6 +64,13 @@ def _digest(*parts: bytes | str) -> str:
     return h.hexdigest()
 
 
+def code_fingerprint() -> str:
+    """Changes with feedpub's own code, so an upgrade re-parses and re-renders."""
+    package = Path(__file__).parent
+    stats = ((p.name, p.stat()) for p in sorted(package.glob("*.py")))
+    return _digest(__version__, *(f"{name}:{s.st_size}:{s.st_mtime_ns}" for name, s in stats))
+
+
 def content_files(site: Site) -> tuple[list[str], list[str]]:
     """(articles, other files) under the content folder, as sorted relative paths."""
     articles, assets = [], []
@@ -211,7 +218,7 @@ class _Outputs:
 
 def _render_outputs(site: Site, catalog: Catalog, published: list[Published],
                     assets: list[str], outputs: _Outputs) -> None:
-    context = _digest(site.fingerprint(), templating.fingerprint(site.templates_dir), __version__)
+    context = _digest(site.fingerprint(), templating.fingerprint(site.templates_dir), code_fingerprint())
 
     def with_body(p: Published) -> Article:
         return from_record(to_record(p.article), catalog.html(p.key))
@@ -250,7 +257,7 @@ def _render_outputs(site: Site, catalog: Catalog, published: list[Published],
             channel.folder + "index.html",
             list_fingerprint,
             lambda t=title, c=channel, s=shown: list_page(
-                site, title=t, folder=c.folder, articles=s,
+                site, title=t, folder=c.folder, articles=s, feeds_folder=c.folder,
                 more=ALL_ARTICLES if not c.folder else None),
         )
     all_fingerprint = _digest(context, *(f"{p.key}" for p in published))
@@ -273,7 +280,7 @@ def build(site: Site, *, now: datetime | None = None) -> BuildReport:
     sources, assets = content_files(site)
     with Catalog(site.state_dir / CATALOG_FILE) as catalog:
         hashes = _source_hashes(site, catalog, sources)
-        context = _digest(site.fingerprint(), __version__)
+        context = _digest(site.fingerprint(), code_fingerprint())
         keys = {s: _digest(hashes[s], context, s) for s in sources}
         cached = catalog.parsed_keys()
         todo = [s for s in sources if keys[s] not in cached]

@@ -75,6 +75,15 @@ class Site:
         return hashlib.blake2b(blob, digest_size=12).hexdigest()
 
 
+def yaml_problem(exc: yaml.YAMLError) -> tuple[int | None, str]:
+    """(0-based line, description) of a YAML error.
+
+    Where an unclosed bracket or quote began says more than where YAML gave up.
+    """
+    mark = getattr(exc, "context_mark", None) or getattr(exc, "problem_mark", None)
+    return (mark.line if mark else None), getattr(exc, "problem", None) or "syntax error"
+
+
 def read_yaml(path: Path, label: str) -> dict[str, Any]:
     """Read a YAML mapping, turning syntax errors into a one-line ConfigError."""
     try:
@@ -86,9 +95,8 @@ def read_yaml(path: Path, label: str) -> dict[str, Any]:
     try:
         data = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
+        line, problem = yaml_problem(exc)
+        where = f"line {line + 1}: " if line is not None else ""
         raise ConfigError(label, "", f"{where}not valid YAML ({problem})") from None
     if data is None:
         return {}

@@ -11,18 +11,32 @@ from typing import Any
 from urllib.parse import urljoin
 
 import mistune
+from mistune.toc import add_toc_hook
 import yaml
 
 from . import extract
 from ._html import fragment, sanitize
-from .config import Site
+from .config import Site, yaml_problem
 from .errors import ContentError
 from .extract import Question
 
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+    """Safe YAML without implicit timestamps: dates stay text and are read with
+    our own rules (site time zone, clear errors) instead of failing inside YAML."""
+
+    yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+
 _markdown = mistune.create_markdown(
     escape=False, plugins=["table", "strikethrough", "footnotes", "def_list"]
 )
+# Headings get ids from their text, so "#section" links in articles work.
+add_toc_hook(_markdown, min_level=1, max_level=6,
+             heading_id=lambda token, index: slugify(token["text"]) or f"section-{index + 1}")
 
 KNOWN_KEYS = frozenset(
     "title date updated author tags summary key_points faq slug draft image".split()
@@ -97,9 +111,8 @@ class _FrontMatter:
         try:
             data = yaml.load(text, Loader=_Loader)
         except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = mark.line + 2 if mark else 1
-            problem = getattr(exc, "problem", None) or "syntax error"
+            line, problem = yaml_problem(exc)
+            line = line + 2 if line is not None else 1
             raise ContentError(source, line, f"front matter is not valid YAML: {problem}") from None
         if not isinstance(data, dict):
             raise ContentError(source, 2, "front matter must be a mapping of keys")

@@ -24,7 +24,7 @@ FAQ_TITLES = (
 )
 # A sentence ends with . ! ? or …, maybe followed by closing quotes or brackets,
 # then white space or the end of the text.
-_SENTENCE_END = re.compile(r"[.!?…]+[\"'»”’)\]\u00a0\u202f]*(?=\s|$)")
+_SENTENCE_END = re.compile(r"[.!?…]+(?:[)\]\"'’]|[ \u00a0\u202f]?[»”])*(?=\s|$)")
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,8 @@ def shorten(text: str, limit: int) -> str:
     ends = [m.end() for m in _SENTENCE_END.finditer(text, 0, limit + 1) if m.end() <= limit]
     if ends:
         return text[: ends[-1]].rstrip()
-    cut = text[: limit].rsplit(" ", 1)[0] if " " in text[:limit] else text[: limit - 1]
+    room = text[: limit - 1]  # one character is kept for the ellipsis
+    cut = room.rsplit(" ", 1)[0] if " " in room else room
     return cut.rstrip(" ,;:–—-\u00a0\u202f") + "…"
 
 
