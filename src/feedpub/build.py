@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Callable, Iterator
@@ -19,11 +19,11 @@ from typing import Callable, Iterator
 from . import __version__, templating
 from .catalog import Catalog, Publication
 from .config import Site
-from .content import Article, from_record, parse_article, slugify, to_record
+from .content import Article, from_record, parse_article, to_record
 from .errors import ContentError
-from .feeds import Channel, FeedItem, render_feeds
+from .feeds import FEED_FILES, Channel, FeedItem, render_feeds
 from .output import Writer
-from .pages import ALL_ARTICLES, article_page, list_page, tag_folder
+from .pages import ALL_ARTICLES, archive_page, article_page, list_page, tag_folder
 
 CATALOG_FILE = "build.sqlite"
 # Top-level names the site itself uses; an article slug may not take them.
@@ -186,6 +186,22 @@ def _publish(site: Site, catalog: Catalog, articles: dict[str, Article], keys: d
     return published
 
 
+def _load_articles(catalog: Catalog, sources_by_key: dict[str, str], report: BuildReport) -> dict[str, Article]:
+    """Every parsed article (without its body) by source path, sorted by path."""
+    snapshot = catalog.snapshot()
+    missing = [key for key in sources_by_key if key not in snapshot]
+    for key, record, warnings in catalog.metas(missing):
+        snapshot[key] = (from_record(record), warnings)
+    current = {key: snapshot[key] for key in sources_by_key if key in snapshot}
+    if missing or len(current) != len(snapshot):
+        catalog.save_snapshot(current)
+    articles = {}
+    for key, (article, warnings) in current.items():
+        articles[sources_by_key[key]] = article
+        report.warnings.extend(warnings)
+    return dict(sorted(articles.items()))
+
+
 class _Outputs:
     """Renders an output only when the fingerprint of its inputs changed."""
 
@@ -218,59 +234,62 @@ class _Outputs:
 
 def _render_outputs(site: Site, catalog: Catalog, published: list[Published],
                     assets: list[str], outputs: _Outputs) -> None:
+    # Anything that shapes every output: settings, templates, feedpub's code.
     context = _digest(site.fingerprint(), templating.fingerprint(site.templates_dir), code_fingerprint())
 
     def with_body(p: Published) -> Article:
-        return from_record(to_record(p.article), catalog.html(p.key))
-
-    def items(selection: list[Published]) -> tuple[str, Callable[[], list[FeedItem]]]:
-        chosen = selection[: site.feeds.items]
-        fingerprint = _digest(context, *(f"{p.key}|{p.id}|{p.updated.isoformat()}" for p in chosen))
-        return fingerprint, lambda: [FeedItem(with_body(p), p.id, p.updated) for p in chosen]
+        return replace(p.article, html=catalog.html(p.key))
 
     for p in published:
+        outputs.add(f"{p.article.path}index.html", f"{context}|{p.key}|{p.updated.isoformat()}",
+                    lambda p=p: article_page(site, with_body(p), p.updated))
+
+    for channel, members in _channels(site, published):
+        newest = members[: site.feeds.items]
+        fingerprint = _digest(context, *(f"{p.key}|{p.id}|{p.updated.isoformat()}" for p in newest))
+        paths = [channel.folder + name for name in FEED_FILES.values()]
+        outputs.add_many(fingerprint, paths, lambda c=channel, n=newest: render_feeds(
+            site, c, [FeedItem(with_body(p), p.id, p.updated) for p in n]))
+        # The home page shows the newest articles; a tag page, all of the tag's.
+        listed = members if channel.folder else newest
         outputs.add(
-            f"{p.article.path}index.html",
-            _digest(context, p.key, p.updated.isoformat()),
-            lambda p=p: article_page(site, with_body(p), p.updated),
+            channel.folder + "index.html",
+            _digest(context, *(p.key for p in listed)),
+            lambda c=channel, ls=listed: list_page(
+                site, title=c.title, folder=c.folder, articles=[p.article for p in ls],
+                feeds_folder=c.folder, more=ALL_ARTICLES),
         )
 
+    months: dict[str, list[Article]] = {}
+    for p in published:
+        months.setdefault(p.article.date.strftime("%Y/%m/"), []).append(p.article)
+    for month, articles in months.items():
+        outputs.add(ALL_ARTICLES + month + "index.html", _digest(context, *(a.source + a.title for a in articles)),
+                    lambda m=month, a=articles: list_page(
+                        site, title=a[0].date, folder=ALL_ARTICLES + m, articles=a, month=True))
+    index = [(month, articles[0].date, len(articles)) for month, articles in months.items()]
+    outputs.add(ALL_ARTICLES + "index.html", _digest(context, repr(index)),
+                lambda: archive_page(site, ALL_ARTICLES, index))
+
+    for asset in assets:
+        stat = os.stat(os.path.join(site.content_dir, asset))
+        outputs.add(asset, f"{stat.st_size}:{stat.st_mtime_ns}",
+                    lambda a=asset: (site.content_dir / a).read_bytes())
+
+
+def _channels(site: Site, published: list[Published]) -> list[tuple[Channel, list[Published]]]:
+    """The site's own feed, then one per tag, each with its articles newest first."""
     channels = [(Channel(site.title, site.description, ""), published)]
     if site.feeds.tag_feeds:
         by_tag: dict[str, tuple[str, list[Published]]] = {}
         for p in published:
             for tag in p.article.tags:
-                by_tag.setdefault(slugify(tag) or "tag", (tag, []))[1].append(p)
+                by_tag.setdefault(tag_folder(tag), (tag, []))[1].append(p)
         channels += [
-            (Channel(f"{site.title} — {tag}", site.description, tag_folder(tag)), members)
-            for tag, members in by_tag.values()
+            (Channel(f"{site.title} — {tag}", site.description, folder), members)
+            for folder, (tag, members) in by_tag.items()
         ]
-    for channel, members in channels:
-        fingerprint, make_items = items(members)
-        paths = [channel.folder + name for name in ("feed.xml", "atom.xml", "feed.json")]
-        outputs.add_many(fingerprint, paths, lambda c=channel, m=make_items: render_feeds(site, c, m()))
-        listing = [p.article for p in members]
-        list_fingerprint = _digest(context, *(f"{p.key}|{p.updated.isoformat()}" for p in members))
-        title = channel.title if channel.folder else site.title
-        shown = listing[: site.feeds.items] if not channel.folder else listing
-        outputs.add(
-            channel.folder + "index.html",
-            list_fingerprint,
-            lambda t=title, c=channel, s=shown: list_page(
-                site, title=t, folder=c.folder, articles=s, feeds_folder=c.folder,
-                more=ALL_ARTICLES if not c.folder else None),
-        )
-    all_fingerprint = _digest(context, *(f"{p.key}" for p in published))
-    outputs.add(
-        ALL_ARTICLES + "index.html",
-        all_fingerprint,
-        lambda: list_page(site, title=site.title, folder=ALL_ARTICLES,
-                          articles=[p.article for p in published]),
-    )
-    for asset in assets:
-        stat = (site.content_dir / asset).stat()
-        outputs.add(asset, f"{stat.st_size}:{stat.st_mtime_ns}",
-                    lambda a=asset: (site.content_dir / a).read_bytes())
+    return channels
 
 
 def build(site: Site, *, now: datetime | None = None) -> BuildReport:
@@ -295,13 +314,7 @@ def build(site: Site, *, now: datetime | None = None) -> BuildReport:
         catalog.prune_parsed(set(keys.values()))
         catalog.commit()
 
-        articles: dict[str, Article] = {}
-        by_key = {keys[s]: s for s in sources if s not in failed}
-        for key, record, warnings in catalog.metas(by_key):
-            articles[by_key[key]] = from_record(record)
-            report.warnings.extend(warnings)
-        articles = dict(sorted(articles.items()))
-
+        articles = _load_articles(catalog, {keys[s]: s for s in sources if s not in failed}, report)
         report.published = _publish(site, catalog, articles, keys, hashes, now, report)
         writer = Writer(site.output_dir)
         outputs = _Outputs(writer, catalog.outputs())

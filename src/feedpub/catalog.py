@@ -16,6 +16,7 @@ sqlite3: a build that changes one article must start fast.
 from __future__ import annotations
 
 import json
+import pickle
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,6 +32,7 @@ CREATE TABLE IF NOT EXISTS published (
     slug TEXT PRIMARY KEY, source TEXT NOT NULL, id TEXT NOT NULL,
     first_published TEXT NOT NULL, hash TEXT NOT NULL, changed TEXT);
 CREATE TABLE IF NOT EXISTS outputs (path TEXT PRIMARY KEY, fingerprint TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS snapshot (id INTEGER PRIMARY KEY CHECK (id = 1), data BLOB NOT NULL);
 """
 
 
@@ -88,10 +90,31 @@ class Catalog:
 
     def metas(self, keys: Iterable[str]) -> Iterator[tuple[str, dict, list[str]]]:
         """(key, meta, warnings) of the parsed articles among KEYS."""
-        wanted = set(keys)
-        for key, meta, warnings in self.db.execute("SELECT key, meta, warnings FROM parsed"):
-            if key in wanted:
+        keys = list(keys)
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            query = f"SELECT key, meta, warnings FROM parsed WHERE key IN ({marks})"
+            for key, meta, warnings in self.db.execute(query, chunk):
                 yield key, json.loads(meta), json.loads(warnings)
+
+    def snapshot(self) -> dict:
+        """The articles of the last build, keyed like `parsed`, in one read.
+
+        Decoding one blob is several times faster than decoding every row,
+        which matters to a rebuild that changed one article out of thousands.
+        """
+        row = self.db.execute("SELECT data FROM snapshot WHERE id = 1").fetchone()
+        if row is None:
+            return {}
+        try:
+            return pickle.loads(row[0])
+        except Exception:  # written by another version of feedpub: rebuild it from `parsed`
+            return {}
+
+    def save_snapshot(self, articles: dict) -> None:
+        data = pickle.dumps(articles, protocol=pickle.HIGHEST_PROTOCOL)
+        self.db.execute("INSERT OR REPLACE INTO snapshot VALUES (1, ?)", (data,))
 
     def html(self, key: str) -> str:
         row = self.db.execute("SELECT html FROM parsed WHERE key = ?", (key,)).fetchone()

@@ -8,7 +8,7 @@ from datetime import datetime
 from .config import Site
 from .content import Article, slugify
 from .feeds import FEED_FILES, MEDIA_TYPES
-from .templating import environment
+from .templating import environment, words
 
 ALL_ARTICLES = "articles/"
 
@@ -32,7 +32,8 @@ def feed_links(site: Site, folder: str, title: str) -> list[FeedLink]:
 
 def _render(site: Site, template: str, **context) -> bytes:
     env = environment(site.templates_dir)
-    return env.get_template(template).render(site=site, **context).encode()
+    vocabulary = words(site.templates_dir, site.language)
+    return env.get_template(template).render(site=site, words=vocabulary, **context).encode()
 
 
 def article_page(site: Site, article: Article, updated: datetime) -> bytes:
@@ -47,17 +48,32 @@ def article_page(site: Site, article: Article, updated: datetime) -> bytes:
     )
 
 
-def list_page(site: Site, *, title: str, folder: str, articles: list[Article],
-              feeds_folder: str | None = "", more: str | None = None) -> bytes:
-    """A page listing ARTICLES; FEEDS_FOLDER is where its feeds live, if any."""
+def list_page(site: Site, *, title: str | datetime, folder: str, articles: list[Article],
+              feeds_folder: str = "", more: str | None = None, month: bool = False) -> bytes:
+    """A page listing ARTICLES; FEEDS_FOLDER is where the feeds it advertises live.
+
+    With MONTH, TITLE is a date in the month the page lists.
+    """
     return _render(
         site,
         "list.html.j2",
         title=title,
+        month=month,
         url=site.url(folder),
         articles=articles,
-        feeds=feed_links(site, feeds_folder, title) if feeds_folder is not None else [],
+        feeds=feed_links(site, feeds_folder, site.title if month else title),
         more=site.url(more) if more else None,
+    )
+
+
+def archive_page(site: Site, folder: str, months: list[tuple[str, datetime, int]]) -> bytes:
+    """The index of the monthly archive pages: (sub-folder, a date in it, article count)."""
+    return _render(
+        site,
+        "archive.html.j2",
+        url=site.url(folder),
+        months=[(site.url(folder + sub), moment, count) for sub, moment, count in months],
+        feeds=feed_links(site, "", site.title),
     )
 
 

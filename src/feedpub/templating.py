@@ -3,13 +3,38 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import date
-from functools import cache
+from datetime import date, datetime
+from functools import cache, lru_cache
 from pathlib import Path
 
 import jinja2
 
 DEFAULT_TEMPLATES = Path(__file__).parent / "templates"
+
+
+FALLBACK_LANGUAGE = "en"
+
+
+def words(site_templates: Path, language: str) -> dict[str, str]:
+    """The templates' fixed words in LANGUAGE, from i18n/<language>.yaml.
+
+    "fr-CA" looks for fr-CA.yaml, then fr.yaml; a word missing there comes from English.
+    """
+    return _words(tuple(search_path(site_templates)), language)
+
+
+@lru_cache(maxsize=16)
+def _words(folders: tuple[Path, ...], language: str) -> dict[str, str]:
+    import yaml
+
+    candidates = [FALLBACK_LANGUAGE, language.split("-")[0].split("_")[0], language]
+    found: dict[str, str] = {}
+    for name in dict.fromkeys(candidates):  # English first, the most specific last
+        for folder in reversed(folders):  # the site's own file overrides the default
+            path = folder / "i18n" / f"{name}.yaml"
+            if path.is_file():
+                found.update(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+    return found
 
 
 def search_path(site_templates: Path) -> list[Path]:
@@ -18,13 +43,25 @@ def search_path(site_templates: Path) -> list[Path]:
 
 def long_date(moment: date, language: str) -> str:
     """A date the way readers of LANGUAGE write it: "30 novembre 2026", "November 30, 2026"."""
+    day = moment.date() if isinstance(moment, datetime) else moment
+    return _format_date(day, "long", language)
+
+
+def month_year(moment: date, language: str) -> str:
+    """A month the way readers of LANGUAGE write it: "novembre 2026"."""
+    day = moment.date() if isinstance(moment, datetime) else moment
+    return _format_date(day.replace(day=1), "LLLL y", language)
+
+
+@lru_cache(maxsize=4096)  # a long list repeats the same few hundred dates
+def _format_date(day: date, pattern: str, language: str) -> str:
     from babel.core import UnknownLocaleError
     from babel.dates import format_date
 
     try:
-        return format_date(moment, format="long", locale=language.replace("-", "_"))
+        return format_date(day, format=pattern, locale=language.replace("-", "_"))
     except (UnknownLocaleError, ValueError):
-        return moment.strftime("%Y-%m-%d")
+        return day.isoformat()
 
 
 @cache
@@ -39,6 +76,7 @@ def environment(site_templates: Path) -> jinja2.Environment:
         keep_trailing_newline=True,
     )
     env.filters["long_date"] = long_date
+    env.filters["month_year"] = month_year
     return env
 
 
