@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, NamedTuple
 
 from . import __version__, templating
 from .catalog import Catalog, Publication
 from .config import Site
-from .content import Article, from_record, parse_article, to_record
+from .content import Listing, listing, parse_article
 from .errors import ContentError
 from .feeds import FEED_FILES, Channel, FeedItem, render_feeds
 from .output import Writer
@@ -34,20 +33,19 @@ RESERVED_SLUGS = frozenset(
 POOL_THRESHOLD = 64
 
 
-@dataclass(frozen=True)
-class Published:
-    """A published article (without its body) and what the publication log knows of it."""
+class Published(NamedTuple):
+    """A published article and what the publication log knows of it."""
 
-    article: Article
+    article: Listing
     id: str
     first_published: datetime
     updated: datetime
-    key: str  # the parse cache key, to fetch the body
+    key: str  # the parse cache key: Catalog.article(key) gives the whole article
 
 
 @dataclass
 class BuildReport:
-    published: list[Published] = field(default_factory=list)
+    published: list[Published] = field(default_factory=list)  # newest first
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     parsed: int = 0
@@ -56,12 +54,8 @@ class BuildReport:
     removed: list[str] = field(default_factory=list)
 
 
-def _digest(*parts: bytes | str) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    for part in parts:
-        h.update(part.encode() if isinstance(part, str) else part)
-        h.update(b"\0")
-    return h.hexdigest()
+def _digest(*parts: str) -> str:
+    return hashlib.blake2b("\0".join(parts).encode(), digest_size=16).hexdigest()
 
 
 def code_fingerprint() -> str:
@@ -74,28 +68,36 @@ def code_fingerprint() -> str:
 def content_files(site: Site) -> tuple[list[str], list[str]]:
     """(articles, other files) under the content folder, as sorted relative paths."""
     articles, assets = [], []
-    for folder, dirs, files in os.walk(site.content_dir):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        relative = Path(folder).relative_to(site.content_dir)
-        for name in files:
-            if name.startswith("."):
+
+    def walk(folder: str, prefix: str) -> None:
+        for entry in os.scandir(folder):
+            if entry.name.startswith("."):
                 continue
-            path = (relative / name).as_posix()
-            (articles if name.endswith(".md") else assets).append(path)
+            if entry.is_dir():
+                walk(entry.path, f"{prefix}{entry.name}/")
+            elif entry.name.endswith(".md"):
+                articles.append(prefix + entry.name)
+            else:
+                assets.append(prefix + entry.name)
+
+    if site.content_dir.is_dir():
+        walk(str(site.content_dir), "")
     return sorted(articles), sorted(assets)
 
 
 def _source_hashes(site: Site, catalog: Catalog, sources: list[str]) -> dict[str, str]:
     """Each source's content hash, reading only files whose size or mtime changed."""
     known = catalog.sources()
+    folder = str(site.content_dir) + os.sep
     hashes, changed = {}, []
     for source in sources:
-        stat = (site.content_dir / source).stat()
+        stat = os.stat(folder + source)
         old = known.get(source)
         if old and old[0] == stat.st_mtime_ns and old[1] == stat.st_size:
             hashes[source] = old[2]
             continue
-        hashes[source] = _digest((site.content_dir / source).read_bytes())
+        with open(folder + source, "rb") as file:
+            hashes[source] = hashlib.blake2b(file.read(), digest_size=16).hexdigest()
         changed.append((source, stat.st_mtime_ns, stat.st_size, hashes[source]))
     catalog.save_sources(changed)
     catalog.forget_sources(set(known) - set(sources))
@@ -110,32 +112,32 @@ def _init_worker(site: Site) -> None:
     _worker_site = site
 
 
-def _parse_file(source: str, site: Site | None = None) -> tuple[str, dict | str, str, list[str]]:
-    """('ok', record, html, warnings) or ('error', message, '', [])."""
+def _parse_file(source: str, site: Site | None = None):
+    """(article, warnings), or the one-line message of why SOURCE cannot be published."""
     site = site or _worker_site
     try:
-        raw = (site.content_dir / source).read_bytes()
-        article, warnings = parse_article(site, source, raw)
+        return parse_article(site, source, (site.content_dir / source).read_bytes())
     except ContentError as exc:
-        return "error", str(exc), "", []
+        return str(exc)
     except OSError as exc:
-        return "error", f"{site.content_dir.name}/{source}:1: cannot be read ({exc.strerror})", "", []
-    return "ok", to_record(article), article.html, warnings
+        return f"{site.content_dir.name}/{source}:1: cannot be read ({exc.strerror})"
 
 
-def parse_all(site: Site, sources: list[str]) -> Iterator[tuple[str, tuple]]:
+def parse_all(site: Site, sources: list[str]) -> Iterator[tuple[str, object]]:
     """Parse SOURCES, in worker processes when there are many; yield (source, result)."""
     if len(sources) < POOL_THRESHOLD:
         for source in sources:
             yield source, _parse_file(source, site)
         return
+    from concurrent.futures import ProcessPoolExecutor  # costs an import a small rebuild can skip
+
     workers = os.cpu_count() or 1
     with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(site,)) as pool:
         chunk = max(1, min(64, len(sources) // (workers * 8)))
         yield from zip(sources, pool.map(_parse_file, sources, chunksize=chunk))
 
 
-def choose_slugs(site: Site, articles: dict[str, Article], log: dict[str, Publication],
+def choose_slugs(site: Site, articles: dict[str, Listing], log: dict[str, Publication],
                  now: datetime) -> tuple[dict[str, str], list[str]]:
     """Which source publishes under each slug, and the errors of those left out.
 
@@ -144,26 +146,21 @@ def choose_slugs(site: Site, articles: dict[str, Article], log: dict[str, Public
     the first by path.
     """
     label = site.content_dir.name
-
-    def priority(item: tuple[str, Article]) -> tuple[int, str]:
-        source, article = item
-        logged = log.get(article.slug)
-        return (0 if logged and logged.source == source else 1, source)
-
-    due = [(s, a) for s, a in articles.items() if not a.draft and a.date <= now]
     owners: dict[str, str] = {}
     errors = []
-    for source, article in sorted(due, key=priority):
-        if article.slug in RESERVED_SLUGS:
-            errors.append(f"{label}/{source}:1: slug '{article.slug}' is reserved for the site's own pages")
-        elif article.slug in owners:
-            errors.append(f"{label}/{source}:1: slug '{article.slug}' is already taken by {label}/{owners[article.slug]}")
+    due = [(s, a.slug) for s, a in articles.items() if not a.draft and a.date <= now]
+    known = [(s, slug) for s, slug in due if (p := log.get(slug)) is not None and p.source == s]
+    for source, slug in known + sorted(set(due) - set(known)):
+        if slug in RESERVED_SLUGS:
+            errors.append(f"{label}/{source}:1: slug '{slug}' is reserved for the site's own pages")
+        elif slug in owners:
+            errors.append(f"{label}/{source}:1: slug '{slug}' is already taken by {label}/{owners[slug]}")
         else:
-            owners[article.slug] = source
+            owners[slug] = source
     return owners, errors
 
 
-def _publish(site: Site, catalog: Catalog, articles: dict[str, Article], keys: dict[str, str],
+def _publish(site: Site, catalog: Catalog, articles: dict[str, Listing], keys: dict[str, str],
              hashes: dict[str, str], now: datetime, report: BuildReport) -> list[Published]:
     """Decide which articles are published, and record new and changed ones in the log."""
     log = catalog.publications()
@@ -178,57 +175,47 @@ def _publish(site: Site, catalog: Catalog, articles: dict[str, Article], keys: d
                                 now, digest, None)
             catalog.save_publication(entry)
         elif entry.hash != digest or entry.source != source:
-            entry = Publication(slug, source, entry.id, entry.first_published, digest, now)
+            entry = entry._replace(source=source, hash=digest, changed=now)
             catalog.save_publication(entry)
         updated = max(filter(None, (article.date, article.updated, entry.changed)))
         published.append(Published(article, entry.id, entry.first_published, updated, keys[source]))
-    published.sort(key=lambda p: (p.article.date, p.article.slug), reverse=True)
+    # Timestamps compare much faster than aware datetimes with differing zones.
+    published.sort(key=lambda p: (p.article.date.timestamp(), p.article.slug), reverse=True)
     return published
-
-
-def _load_articles(catalog: Catalog, sources_by_key: dict[str, str], report: BuildReport) -> dict[str, Article]:
-    """Every parsed article (without its body) by source path, sorted by path."""
-    snapshot = catalog.snapshot()
-    missing = [key for key in sources_by_key if key not in snapshot]
-    for key, record, warnings in catalog.metas(missing):
-        snapshot[key] = (from_record(record), warnings)
-    current = {key: snapshot[key] for key in sources_by_key if key in snapshot}
-    if missing or len(current) != len(snapshot):
-        catalog.save_snapshot(current)
-    articles = {}
-    for key, (article, warnings) in current.items():
-        articles[sources_by_key[key]] = article
-        report.warnings.extend(warnings)
-    return dict(sorted(articles.items()))
 
 
 class _Outputs:
     """Renders an output only when the fingerprint of its inputs changed."""
 
     def __init__(self, writer: Writer, previous: dict[str, str]) -> None:
-        self.writer, self.previous, self.current = writer, previous, {}
+        self.writer, self.previous = writer, previous
+        self.current: dict[str, str] = {}
+        self.root = str(writer.root) + os.sep
+
+    def _fresh(self, path: str, fingerprint: str) -> bool:
+        return self.previous.get(path) == fingerprint and os.path.exists(self.root + path)
 
     def add(self, path: str, fingerprint: str, render: Callable[[], bytes]) -> None:
-        self.current[path] = fingerprint
-        if self.previous.get(path) == fingerprint and self.writer.exists(path):
-            self.writer.keep(path)
-        else:
-            self.writer.write(path, render())
+        self.add_many(fingerprint, [path], lambda: {path: render()})
 
     def add_many(self, fingerprint: str, paths: list[str], render: Callable[[], dict[str, bytes]]) -> None:
-        if all(self.previous.get(p) == fingerprint and self.writer.exists(p) for p in paths):
-            for path in paths:
-                self.current[path] = fingerprint
-                self.writer.keep(path)
-            return
-        for path, data in render().items():
+        """Outputs rendered together (the three feeds of a channel) share one fingerprint."""
+        for path in paths:
             self.current[path] = fingerprint
-            self.writer.write(path, data)
+        if all(self._fresh(path, fingerprint) for path in paths):
+            for path in paths:
+                self.writer.keep(path)
+        else:
+            for path, data in render().items():
+                self.writer.write(path, data)
 
-    def remove_stale(self) -> list[str]:
+    def finish(self, catalog: Catalog) -> list[str]:
+        """Delete outputs no longer produced; record the fingerprints that changed."""
         stale = sorted(set(self.previous) - set(self.current))
         for path in stale:
             self.writer.remove(path)
+        changed = {p: f for p, f in self.current.items() if self.previous.get(p) != f}
+        catalog.update_outputs(changed, stale)
         return stale
 
 
@@ -237,19 +224,16 @@ def _render_outputs(site: Site, catalog: Catalog, published: list[Published],
     # Anything that shapes every output: settings, templates, feedpub's code.
     context = _digest(site.fingerprint(), templating.fingerprint(site.templates_dir), code_fingerprint())
 
-    def with_body(p: Published) -> Article:
-        return replace(p.article, html=catalog.html(p.key))
-
     for p in published:
-        outputs.add(f"{p.article.path}index.html", f"{context}|{p.key}|{p.updated.isoformat()}",
-                    lambda p=p: article_page(site, with_body(p), p.updated))
+        outputs.add(f"{p.article.slug}/index.html", f"{context}|{p.key}|{p.updated.isoformat()}",
+                    lambda p=p: article_page(site, catalog.article(p.key), p.updated))
 
     for channel, members in _channels(site, published):
         newest = members[: site.feeds.items]
         fingerprint = _digest(context, *(f"{p.key}|{p.id}|{p.updated.isoformat()}" for p in newest))
         paths = [channel.folder + name for name in FEED_FILES.values()]
         outputs.add_many(fingerprint, paths, lambda c=channel, n=newest: render_feeds(
-            site, c, [FeedItem(with_body(p), p.id, p.updated) for p in n]))
+            site, c, [FeedItem(catalog.article(p.key), p.id, p.updated) for p in n]))
         # The home page shows the newest articles; a tag page, all of the tag's.
         listed = members if channel.folder else newest
         outputs.add(
@@ -260,9 +244,10 @@ def _render_outputs(site: Site, catalog: Catalog, published: list[Published],
                 feeds_folder=c.folder, more=ALL_ARTICLES),
         )
 
-    months: dict[str, list[Article]] = {}
+    months: dict[str, list[Listing]] = {}
     for p in published:
-        months.setdefault(p.article.date.strftime("%Y/%m/"), []).append(p.article)
+        date = p.article.date
+        months.setdefault(f"{date.year:04d}/{date.month:02d}/", []).append(p.article)
     for month, articles in months.items():
         outputs.add(ALL_ARTICLES + month + "index.html", _digest(context, *(a.source + a.title for a in articles)),
                     lambda m=month, a=articles: list_page(
@@ -292,6 +277,23 @@ def _channels(site: Site, published: list[Published]) -> list[tuple[Channel, lis
     return channels
 
 
+def _parse_changed(site: Site, catalog: Catalog, sources: list[str], keys: dict[str, str],
+                   report: BuildReport) -> set[str]:
+    """Parse the sources whose key is not cached; return the sources that failed."""
+    cached = catalog.parsed_keys()
+    failed = set()
+    for source, result in parse_all(site, [s for s in sources if keys[s] not in cached]):
+        if isinstance(result, str):
+            report.errors.append(result)
+            failed.add(source)
+        else:
+            catalog.save_parsed(keys[source], *result)
+            report.parsed += 1
+    catalog.prune_parsed(set(keys.values()))
+    catalog.commit()
+    return failed
+
+
 def build(site: Site, *, now: datetime | None = None) -> BuildReport:
     """Publish the site; return what was published, written and found wrong."""
     now = now or datetime.now(site.tz)
@@ -301,26 +303,23 @@ def build(site: Site, *, now: datetime | None = None) -> BuildReport:
         hashes = _source_hashes(site, catalog, sources)
         context = _digest(site.fingerprint(), code_fingerprint())
         keys = {s: _digest(hashes[s], context, s) for s in sources}
-        cached = catalog.parsed_keys()
-        todo = [s for s in sources if keys[s] not in cached]
-        failed = set()
-        for source, (status, record, html, warnings) in parse_all(site, todo):
-            if status == "error":
-                report.errors.append(record)
-                failed.add(source)
-            else:
-                catalog.save_parsed(keys[source], record, html, warnings)
-                report.parsed += 1
-        catalog.prune_parsed(set(keys.values()))
-        catalog.commit()
+        failed = _parse_changed(site, catalog, sources, keys, report)
 
-        articles = _load_articles(catalog, {keys[s]: s for s in sources if s not in failed}, report)
+        wanted = {keys[s] for s in sources if s not in failed}
+        found = {}
+        for _key, listed, warnings in catalog.listings(wanted):
+            found[listed.source] = (listed, warnings)
+        articles = {}
+        for source in sources:  # in path order, like the warnings
+            if source in found:
+                articles[source], warnings = found[source]
+                report.warnings.extend(warnings)
         report.published = _publish(site, catalog, articles, keys, hashes, now, report)
+
         writer = Writer(site.output_dir)
         outputs = _Outputs(writer, catalog.outputs())
         _render_outputs(site, catalog, report.published, assets, outputs)
-        report.removed = outputs.remove_stale()
-        catalog.save_outputs(outputs.current)
+        report.removed = outputs.finish(catalog)
     report.written, report.unchanged = writer.written, writer.unchanged
     report.errors.sort()
     return report
@@ -332,11 +331,12 @@ def check(site: Site, *, now: datetime | None = None) -> tuple[list[str], list[s
     errors, warnings = templating.check(site.templates_dir), []
     sources, _ = content_files(site)
     articles = {}
-    for source, (status, record, _html, found) in parse_all(site, sources):
-        if status == "error":
-            errors.append(record)
+    for source, result in parse_all(site, sources):
+        if isinstance(result, str):
+            errors.append(result)
         else:
-            articles[source] = from_record(record)
+            article, found = result
+            articles[source] = listing(article)
             warnings.extend(found)
     errors.extend(choose_slugs(site, articles, {}, now)[1])
     return sorted(errors), warnings

@@ -7,7 +7,8 @@ import unicodedata
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from pathlib import PurePosixPath
-from typing import Any
+from functools import lru_cache
+from typing import Any, NamedTuple
 from urllib.parse import urljoin
 
 import mistune
@@ -71,6 +72,32 @@ class Article:
         return f"{self.slug}/"
 
 
+class Listing(NamedTuple):
+    """What lists and publishing need of an article: no body, no extracts.
+
+    A build reads one of these for every article, so it is kept small and cheap.
+    """
+
+    source: str
+    slug: str
+    title: str
+    date: datetime
+    updated: datetime | None
+    tags: tuple[str, ...]
+    draft: bool
+    summary: str
+
+    @property
+    def path(self) -> str:
+        return f"{self.slug}/"
+
+
+def listing(article: Article) -> Listing:
+    return Listing(article.source, article.slug, article.title, article.date, article.updated,
+                   article.tags, article.draft, article.summary)
+
+
+@lru_cache(maxsize=65536)
 def slugify(text: str) -> str:
     """An ASCII, lower-case, hyphenated form of TEXT: "Éthique & IA" → "ethique-ia"."""
     text = unicodedata.normalize("NFKD", text.translate(_LIGATURES))

@@ -31,7 +31,7 @@ def feed_links(site: Site, folder: str, title: str) -> list[FeedLink]:
 
 
 def _render(site: Site, template: str, **context) -> bytes:
-    env = environment(site.templates_dir)
+    env = environment(site.templates_dir, site.state_dir / "templates-cache")
     vocabulary = words(site.templates_dir, site.language)
     return env.get_template(template).render(site=site, words=vocabulary, **context).encode()
 

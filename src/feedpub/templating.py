@@ -6,8 +6,10 @@ import hashlib
 from datetime import date, datetime
 from functools import cache, lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import jinja2
+if TYPE_CHECKING:
+    import jinja2
 
 DEFAULT_TEMPLATES = Path(__file__).parent / "templates"
 
@@ -65,10 +67,20 @@ def _format_date(day: date, pattern: str, language: str) -> str:
 
 
 @cache
-def environment(site_templates: Path) -> jinja2.Environment:
-    """Autoescaping HTML environment; `.txt.j2` templates are left unescaped."""
+def environment(site_templates: Path, cache_dir: Path | None = None) -> jinja2.Environment:
+    """Autoescaping HTML environment; `.txt.j2` templates are left unescaped.
+
+    With CACHE_DIR, compiled templates are kept there for the next process.
+    """
+    import jinja2
+
+    bytecode_cache = None
+    if cache_dir is not None:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        bytecode_cache = jinja2.FileSystemBytecodeCache(str(cache_dir))
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader([str(p) for p in search_path(site_templates)]),
+        bytecode_cache=bytecode_cache,
         autoescape=lambda name: name is None or not name.endswith(".txt.j2"),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
@@ -93,6 +105,8 @@ def fingerprint(site_templates: Path) -> str:
 
 def check(site_templates: Path) -> list[str]:
     """Every template that fails to compile, as 'path:line: reason'."""
+    import jinja2
+
     env = environment(site_templates)
     problems = []
     for name in env.list_templates(filter_func=lambda n: n.endswith(".j2")):
