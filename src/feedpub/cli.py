@@ -75,3 +75,27 @@ def check(site) -> None:
         click.echo(f"{len(errors)} errors, {len(warnings)} warnings", err=True)
         sys.exit(1)
     click.echo("all clean")
+
+
+@main.command()
+@click.argument("name")
+@click.option("--preview", is_flag=True, help="Write the issue to public/preview/NAME/ and change no state.")
+@site_option
+def digest(site, name: str, preview: bool) -> None:
+    """Compose digest NAME now from the articles first published since its last issue.
+
+    Example: feedpub digest weekly --preview
+    """
+    from .jobs import compose_digest, open_store
+    from .schedule import load_schedule
+
+    schedule = load_schedule(site.root, site.timezone)
+    store = open_store(site)
+    try:
+        outcome = compose_digest(site, schedule, name, store, preview=preview)
+    finally:
+        store.close()
+    _report_problems(outcome.build.errors, outcome.build.warnings)
+    click.echo(outcome.message)
+    for path in outcome.preview_files:
+        click.echo(str(path))

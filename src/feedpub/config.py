@@ -38,6 +38,42 @@ class ExtractOptions:
 
 
 @dataclass(frozen=True)
+class SMTPSettings:
+    host: str
+    port: int = 587
+    security: str = "starttls"  # starttls | tls | none
+    username: str | None = None
+    password_env: str = "FEEDPUB_SMTP_PASSWORD"
+    connections: int = 4
+    per_connection: int = 100
+    rate: float = 0.0  # messages per second over all connections; 0 = no limit
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class DKIMSettings:
+    selector: str
+    key_file: Path
+    domain: str
+
+
+@dataclass(frozen=True)
+class EmailSettings:
+    from_name: str
+    from_address: str
+    reply_to: str | None = None
+    smtp: SMTPSettings | None = None  # None: messages go to the Maildir outbox
+    outbox: Path = Path("outbox")
+    dkim: DKIMSettings | None = None
+    max_html_bytes: int = 100_000  # Gmail clips messages whose HTML passes about 102 KB
+    max_attempts: int = 5
+
+    @property
+    def domain(self) -> str:
+        return self.from_address.rpartition("@")[2]
+
+
+@dataclass(frozen=True)
 class Site:
     """Everything the build needs to know about a site, with paths made absolute."""
 
@@ -54,6 +90,8 @@ class Site:
     output_dir: Path = Path("public")
     state_dir: Path = Path("state")
     templates_dir: Path = Path("templates")
+    email: EmailSettings | None = None
+    storage_url: str = ""
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -70,7 +108,7 @@ class Site:
 
     def fingerprint(self) -> str:
         """Changes whenever a setting that shapes the output changes."""
-        data = {k: v for k, v in asdict(self).items() if k not in {"raw", "root"}}
+        data = {k: v for k, v in asdict(self).items() if k not in {"raw", "root", "email", "storage_url"}}
         blob = json.dumps(data, default=str, sort_keys=True).encode()
         return hashlib.blake2b(blob, digest_size=12).hexdigest()
 
@@ -217,11 +255,77 @@ def load_site(root: Path | str = ".") -> Site:
         output_dir=root / top.str("output", "public"),
         state_dir=root / top.str("state", "state"),
         templates_dir=root / top.str("templates", "templates"),
+        email=_email(top, root, title=top.data.get("title")),
+        storage_url=_storage_url(top, root),
         raw=top.data,
     )
     for section in (feeds, extract):
         section.check_unknown()
-    # Sections that later parts of feedpub read on their own.
-    top.used.update({"email", "storage", "web"})
     top.check_unknown()
     return site
+
+
+def _storage_url(top: Section, root: Path) -> str:
+    storage = top.section("storage")
+    state = root / top.str("state", "state")
+    url = storage.str("url", f"sqlite:///{state / 'feedpub.sqlite'}")
+    storage.check_unknown()
+    return url
+
+
+def _email(top: Section, root: Path, title: object) -> EmailSettings:
+    """The email settings; by default mail from the site's author to the outbox."""
+    from email.headerregistry import Address
+    from email.utils import parseaddr
+
+    section = top.section("email")
+    author = top.data.get("author") if isinstance(top.data.get("author"), dict) else {}
+    default_from = f"{title or ''} <{author.get('email') or 'newsletter@localhost'}>"
+    name, address = parseaddr(section.str("from", default_from))
+    try:
+        if not address or "@" not in address:
+            raise ValueError
+        Address(addr_spec=address)
+    except (ValueError, IndexError):
+        raise section.error("from", "must be an address such as 'Name <news@example.org>'") from None
+    if any(c in name + address for c in "\r\n"):
+        raise section.error("from", "must be on one line")
+    smtp = None
+    if "smtp" in section.data:
+        block = section.section("smtp")
+        security = block.str("security", "starttls")
+        if security not in {"starttls", "tls", "none"}:
+            raise block.error("security", f"{security!r} is not one of starttls, tls, none")
+        smtp = SMTPSettings(
+            host=block.str("host", required=True),
+            port=block.int("port", 465 if security == "tls" else 587, minimum=1),
+            security=security,
+            username=block.str("username"),
+            password_env=block.str("password_env", "FEEDPUB_SMTP_PASSWORD"),
+            connections=block.int("connections", 4, minimum=1),
+            per_connection=block.int("per_connection", 100, minimum=1),
+            rate=float(block.int("rate", 0, minimum=0)),
+            timeout=float(block.int("timeout", 30, minimum=1)),
+        )
+        block.check_unknown()
+    dkim = None
+    if "dkim" in section.data:
+        block = section.section("dkim")
+        dkim = DKIMSettings(
+            selector=block.str("selector", required=True),
+            key_file=root / block.str("key_file", required=True),
+            domain=block.str("domain", address.rpartition("@")[2]),
+        )
+        block.check_unknown()
+    settings = EmailSettings(
+        from_name=name,
+        from_address=address,
+        reply_to=section.str("reply_to"),
+        smtp=smtp,
+        outbox=root / section.str("outbox", "outbox"),
+        dkim=dkim,
+        max_html_bytes=section.int("max_html_bytes", 100_000, minimum=10_000),
+        max_attempts=section.int("max_attempts", 5, minimum=1),
+    )
+    section.check_unknown()
+    return settings

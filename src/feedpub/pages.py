@@ -79,3 +79,15 @@ def archive_page(site: Site, folder: str, months: list[tuple[str, datetime, int]
 
 def tag_folder(tag: str) -> str:
     return f"tags/{slugify(tag) or 'tag'}/"
+
+
+def digest_archive_index(site: Site, *, title: str, folder: str, issues: list) -> bytes:
+    """The list of a digest's past issues, newest first."""
+    return _render(
+        site,
+        "digest_archive.html.j2",
+        title=title,
+        url=site.url(folder),
+        issues=[(site.url(f"{folder}{issue.slug}/"), issue) for issue in issues],
+        feeds=feed_links(site, "", site.title),
+    )

@@ -43,6 +43,18 @@ def search_path(site_templates: Path) -> list[Path]:
     return [p for p in (site_templates, DEFAULT_TEMPLATES) if p.is_dir()]
 
 
+def wrap(text: str, width: int = 72, indent: str = "", subsequent: str = "") -> str:
+    """Fill TEXT to WIDTH columns for a plain-text email, never breaking a word.
+
+    Only ASCII white space is a break: no-break spaces keep French
+    punctuation with its word.
+    """
+    import textwrap
+
+    return textwrap.fill(str(text), width=width, initial_indent=indent, subsequent_indent=subsequent,
+                         break_long_words=False, break_on_hyphens=False)
+
+
 def long_date(moment: date, language: str) -> str:
     """A date the way readers of LANGUAGE write it: "30 novembre 2026", "November 30, 2026"."""
     day = moment.date() if isinstance(moment, datetime) else moment
@@ -88,6 +100,7 @@ def environment(site_templates: Path, cache_dir: Path | None = None) -> jinja2.E
         keep_trailing_newline=True,
     )
     env.filters["long_date"] = long_date
+    env.filters["wrap"] = wrap
     env.filters["month_year"] = month_year
     return env
 

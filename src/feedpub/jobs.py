@@ -1,0 +1,128 @@
+"""The jobs the command line, the scheduler and the web app share: each idempotent."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from .build import CATALOG_FILE, BuildReport, Published, build
+from .catalog import Catalog
+from .config import Site
+from .digest import Composition, compose, personalize, select
+from .mail import IssueMessage, Letter, Recipient
+from .output import write_atomic
+from .pages import digest_archive_index
+from .schedule import Digest, Schedule
+from .store import Issue, Store
+
+ARCHIVE = "archive/"
+PREVIEW = "preview/"
+
+
+def open_store(site: Site) -> Store:
+    return Store(site.storage_url)
+
+
+@dataclass
+class DigestOutcome:
+    """What a digest run did, and a sentence saying so."""
+
+    message: str
+    build: BuildReport
+    chosen: list[Published] = field(default_factory=list)
+    composition: Composition | None = None
+    issue: Issue | None = None
+    preview_files: list[Path] = field(default_factory=list)
+
+
+def _issue_slug(when: datetime, taken: set[str]) -> str:
+    """The issue's folder in the archive: its date, with a number when one day has several."""
+    base = when.strftime("%Y-%m-%d")
+    slug, number = base, 2
+    while slug in taken:
+        slug, number = f"{base}-{number}", number + 1
+    return slug
+
+
+def archive_folder(digest: Digest) -> str:
+    return f"{ARCHIVE}{digest.name}/"
+
+
+def compose_digest(site: Site, schedule: Schedule, name: str, store: Store, *,
+                   now: datetime | None = None, window_end: datetime | None = None,
+                   preview: bool = False) -> DigestOutcome:
+    """Publish, then compose digest NAME from the articles first published since its last issue.
+
+    WINDOW_END (default: now) ends the window the issue covers; an issue that
+    exists for it is never composed again. With PREVIEW, the issue is written
+    to public/preview/NAME/ and nothing is stored.
+    """
+    digest = schedule.digest(name)
+    now = now or datetime.now(site.tz)
+    window_end = window_end or now
+    report = build(site, now=now)
+    since = store.last_window(name)
+    if since is not None and window_end <= since:
+        return DigestOutcome(f"{name}: the window ending {window_end.isoformat()} is already covered", report)
+    chosen = select(report.published, digest, since, window_end)
+    if not chosen and digest.skip_if_empty:
+        after = f" since {since.astimezone(site.tz):%Y-%m-%d %H:%M}" if since else ""
+        return DigestOutcome(f"{name}: no new article{after}; no issue composed", report)
+
+    with Catalog(site.state_dir / CATALOG_FILE) as catalog:
+        articles = [catalog.article(p.key) for p in chosen]
+    slug = _issue_slug(window_end.astimezone(site.tz), store.issue_slugs(name))
+    archive_url = site.url(archive_folder(digest))
+    composition = compose(site, digest, articles, when=window_end.astimezone(site.tz),
+                          browser_url=f"{archive_url}{slug}/", archive_url=archive_url)
+    if preview:
+        files = _write_preview(site, digest, composition, now)
+        return DigestOutcome(f"{name}: preview of {len(articles)} articles written", report, chosen,
+                             composition, preview_files=files)
+
+    issue = store.add_issue(
+        digest=name, slug=slug, window_end=window_end, subject=composition.subject,
+        preheader=composition.preheader, html=composition.html, text=composition.text,
+        articles=[{"id": p.id, "slug": p.article.slug, "title": p.article.title} for p in chosen],
+        created_at=now,
+    )
+    if issue is None:
+        return DigestOutcome(f"{name}: an issue for this window exists already", report, chosen)
+    publish_archive(site, digest, store)
+    return DigestOutcome(f"{name}: issue {issue.slug} composed with {len(articles)} articles: "
+                         f"{issue.subject}", report, chosen, composition, issue)
+
+
+def public_html(site: Site, html: str) -> str:
+    """An issue's HTML as anyone may see it: no reader's name or personal link."""
+    return personalize(html, {"unsubscribe_url": site.url("unsubscribe"), "name": ""}, html=True)
+
+
+def publish_archive(site: Site, digest: Digest, store: Store) -> None:
+    """Write each issue of DIGEST as a page, and the digest's archive index."""
+    folder = archive_folder(digest)
+    issues = store.issues(digest.name)
+    for issue in issues:
+        path = site.output_dir / folder / issue.slug / "index.html"
+        if not path.exists():
+            write_atomic(path, public_html(site, issue.html).encode())
+    index = digest_archive_index(site, title=digest.title, folder=folder, issues=issues)
+    write_atomic(site.output_dir / folder / "index.html", index)
+
+
+def _write_preview(site: Site, digest: Digest, composition: Composition, now: datetime) -> list[Path]:
+    folder = site.output_dir / PREVIEW / digest.name
+    sample = Recipient(id=0, email="reader@example.org", name="Camille Exemple")
+    letter = Letter(issue_id=0, digest=digest.name, digest_title=digest.title,
+                    subject=composition.subject, html=composition.html, text=composition.text)
+    message = IssueMessage(site, letter, date=now, unsubscribe_url=site.url("unsubscribe?token={token}"))
+    values = {"unsubscribe_url": site.url("unsubscribe?token=preview"), "name": sample.name}
+    files = {
+        "issue.html": personalize(composition.html, values, html=True).encode(),
+        "issue.txt": personalize(composition.text, values, html=False).encode(),
+        "issue.eml": message.render(sample, "preview"),
+    }
+    for name, data in files.items():
+        write_atomic(folder / name, data)
+    return [folder / name for name in files]
