@@ -80,8 +80,9 @@ def check(site) -> None:
 @main.command()
 @click.argument("name")
 @click.option("--preview", is_flag=True, help="Write the issue to public/preview/NAME/ and change no state.")
+@click.option("--timings", is_flag=True, help="Print the seconds spent in each step.")
 @site_option
-def digest(site, name: str, preview: bool) -> None:
+def digest(site, name: str, preview: bool, timings: bool) -> None:
     """Compose digest NAME now from the articles first published since its last issue.
 
     Example: feedpub digest weekly --preview
@@ -99,3 +100,5 @@ def digest(site, name: str, preview: bool) -> None:
     click.echo(outcome.message)
     for path in outcome.preview_files:
         click.echo(str(path))
+    if timings:
+        click.echo(" ".join(f"{step}={seconds:.3f}s" for step, seconds in outcome.timings.items()))

@@ -10,7 +10,8 @@ from __future__ import annotations
 import html as html_lib
 import logging
 import re
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from .build import Published
@@ -66,6 +67,7 @@ class Composition:
     html: str  # CSS inlined; PERSONAL placeholders left in
     text: str
     articles: list[Article]
+    timings: dict[str, float] = field(default_factory=dict)  # seconds spent in each step
 
 
 def matches_tags(article_tags: tuple[str, ...], wanted: tuple[str, ...]) -> bool:
@@ -153,18 +155,17 @@ def inline_css(html: str) -> str:
     return _fold_long_lines(inlined)
 
 
-def _render(site: Site, digest: Digest, articles: list[Article], level: Excerpt, *, when: datetime,
-            browser_url: str, archive_url: str) -> tuple[str, str, str, str]:
-    env = environment(site.templates_dir, site.state_dir / "templates-cache")
+def _context(site: Site, digest: Digest, articles: list[Article], level: Excerpt, *, when: datetime,
+             browser_url: str, archive_url: str) -> dict:
+    """What the digest templates see."""
     vocabulary = words(site.templates_dir, site.language)
-    items = [_item(site, article, level) for article in articles]
     subject = subject_for(site, digest, articles, when)
     first_summary = next((a.summary for a in articles if a.summary), subject)
     count = len(articles)
-    context = dict(
+    return dict(
         site=site,
         digest=digest,
-        items=items,
+        items=[_item(site, article, level) for article in articles],
         subject=subject,
         preheader=shorten(first_summary, PREHEADER_LENGTH),
         date_label=long_date(when, site.language),
@@ -176,23 +177,30 @@ def _render(site: Site, digest: Digest, articles: list[Article], level: Excerpt,
         unsubscribe_url=PERSONAL["unsubscribe_url"],
         name=PERSONAL["name"],
     )
-    css = (env.loader.get_source(env, "digest.css")[0])
-    html = env.get_template("digest.html.j2").render(css=css, **context)
-    text = env.get_template("digest.txt.j2").render(**context)
-    return subject, context["preheader"], html, text
 
 
 def compose(site: Site, digest: Digest, articles: list[Article], *, when: datetime,
             browser_url: str, archive_url: str) -> Composition:
     """Render one issue, shortening the excerpts until its HTML fits under Gmail's clipping size."""
     limit = site.email.max_html_bytes if site.email else 100_000
+    env = environment(site.templates_dir, site.state_dir / "templates-cache")
+    css = env.loader.get_source(env, "digest.css")[0]
+    timings = {"render": 0.0, "inline": 0.0}
     for level in excerpt_levels(digest.faq_questions):
-        subject, preheader, raw_html, text = _render(site, digest, articles, level, when=when,
-                                                     browser_url=browser_url, archive_url=archive_url)
+        started = time.perf_counter()
+        context = _context(site, digest, articles, level, when=when,
+                           browser_url=browser_url, archive_url=archive_url)
+        raw_html = env.get_template("digest.html.j2").render(css=css, **context)
+        rendered = time.perf_counter()
         html = inline_css(raw_html)
+        timings["render"] += rendered - started
+        timings["inline"] += time.perf_counter() - rendered
         if len(html.encode()) <= limit:
             break
-    return Composition(subject, preheader, html, text, articles)
+    started = time.perf_counter()
+    text = env.get_template("digest.txt.j2").render(**context)
+    timings["text"] = time.perf_counter() - started
+    return Composition(context["subject"], context["preheader"], html, text, articles, timings)
 
 
 def personalize(template: str, values: dict[str, str], *, html: bool) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -34,6 +35,7 @@ class DigestOutcome:
     composition: Composition | None = None
     issue: Issue | None = None
     preview_files: list[Path] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds spent in each step
 
 
 def _issue_slug(when: datetime, taken: set[str]) -> str:
@@ -61,7 +63,9 @@ def compose_digest(site: Site, schedule: Schedule, name: str, store: Store, *,
     digest = schedule.digest(name)
     now = now or datetime.now(site.tz)
     window_end = window_end or now
+    clock = _Stopwatch()
     report = build(site, now=now)
+    clock.lap("build")
     since = store.last_window(name)
     if since is not None and window_end <= since:
         return DigestOutcome(f"{name}: the window ending {window_end.isoformat()} is already covered", report)
@@ -73,13 +77,16 @@ def compose_digest(site: Site, schedule: Schedule, name: str, store: Store, *,
     with Catalog(site.state_dir / CATALOG_FILE) as catalog:
         articles = [catalog.article(p.key) for p in chosen]
     slug = _issue_slug(window_end.astimezone(site.tz), store.issue_slugs(name))
+    clock.lap("select")
     archive_url = site.url(archive_folder(digest))
     composition = compose(site, digest, articles, when=window_end.astimezone(site.tz),
                           browser_url=f"{archive_url}{slug}/", archive_url=archive_url)
+    clock.lap("setup", **composition.timings)
     if preview:
         files = _write_preview(site, digest, composition, now)
+        clock.lap("preview")
         return DigestOutcome(f"{name}: preview of {len(articles)} articles written", report, chosen,
-                             composition, preview_files=files)
+                             composition, preview_files=files, timings=clock.laps)
 
     issue = store.add_issue(
         digest=name, slug=slug, window_end=window_end, subject=composition.subject,
@@ -87,11 +94,27 @@ def compose_digest(site: Site, schedule: Schedule, name: str, store: Store, *,
         articles=[{"id": p.id, "slug": p.article.slug, "title": p.article.title} for p in chosen],
         created_at=now,
     )
+    clock.lap("store")
     if issue is None:
         return DigestOutcome(f"{name}: an issue for this window exists already", report, chosen)
     publish_archive(site, digest, store)
+    clock.lap("archive")
     return DigestOutcome(f"{name}: issue {issue.slug} composed with {len(articles)} articles: "
-                         f"{issue.subject}", report, chosen, composition, issue)
+                         f"{issue.subject}", report, chosen, composition, issue, timings=clock.laps)
+
+
+class _Stopwatch:
+    """Seconds spent in each step of a job, for --timings and the benchmarks."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str, **parts: float) -> None:
+        now = time.perf_counter()
+        self.laps.update(parts)
+        self.laps[name] = now - self._last - sum(parts.values())
+        self._last = now
 
 
 def public_html(site: Site, html: str) -> str:
