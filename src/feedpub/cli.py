@@ -81,8 +81,9 @@ def check(site) -> None:
 @click.argument("name")
 @click.option("--preview", is_flag=True, help="Write the issue to public/preview/NAME/ and change no state.")
 @click.option("--timings", is_flag=True, help="Print the seconds spent in each step.")
+@click.option("--send", "and_send", is_flag=True, help="Queue the issue for its list and send it.")
 @site_option
-def digest(site, name: str, preview: bool, timings: bool) -> None:
+def digest(site, name: str, preview: bool, timings: bool, and_send: bool) -> None:
     """Compose digest NAME now from the articles first published since its last issue.
 
     Example: feedpub digest weekly --preview
@@ -94,11 +95,239 @@ def digest(site, name: str, preview: bool, timings: bool) -> None:
     store = open_store(site)
     try:
         outcome = compose_digest(site, schedule, name, store, preview=preview)
+        _report_problems(outcome.build.errors, outcome.build.warnings)
+        click.echo(outcome.message)
+        for path in outcome.preview_files:
+            click.echo(str(path))
+        if timings:
+            click.echo(" ".join(f"{step}={seconds:.3f}s" for step, seconds in outcome.timings.items()))
+        if and_send and not preview:
+            from .ledger import Ledger
+
+            if outcome.issue is not None:
+                queued = Ledger(store).queue(outcome.issue.id, outcome.issue.list)
+                click.echo(f"{name}: {queued} messages queued for list {outcome.issue.list}")
+            _run_send(site, store)
     finally:
         store.close()
-    _report_problems(outcome.build.errors, outcome.build.warnings)
-    click.echo(outcome.message)
-    for path in outcome.preview_files:
-        click.echo(str(path))
-    if timings:
-        click.echo(" ".join(f"{step}={seconds:.3f}s" for step, seconds in outcome.timings.items()))
+
+
+def _now(site) -> "datetime":
+    from datetime import datetime
+
+    return datetime.now(site.tz)
+
+
+def _run_send(site, store) -> None:
+    """Send what is queued, with a progress bar on a terminal and log lines elsewhere."""
+    import os
+    import signal
+    import threading
+
+    from .delivery import send_queued
+    from .ledger import Ledger
+    from .schedule import load_schedule
+
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    total = Ledger(store).waiting()
+    progress = _progress(total)
+    try:
+        report = send_queued(site, store, environ=os.environ, schedule=load_schedule(site.root, site.timezone),
+                             stop=stop, on_progress=progress)
+    except KeyboardInterrupt:
+        stop.set()
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        progress.close()
+    for problem in report.problems:
+        click.echo(f"error: {problem}", err=True)
+    state = "stopped" if report.stopped else "done"
+    click.echo(f"{state}: {report.sent} sent, {report.retrying} to retry, {report.failed} failed "
+               f"({report.bounced} bounced), {report.recovered} resumed; {report.rate:.0f} messages/s")
+    if report.problems:
+        sys.exit(1)
+
+
+class _progress:
+    """A rich progress bar on a terminal; a log line every few seconds otherwise."""
+
+    def __init__(self, total: int) -> None:
+        import time
+
+        self.total, self.clock, self.last = total, time.monotonic, time.monotonic()
+        self.bar = None
+        if sys.stdout.isatty() and total:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("sending"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[detail]}"), TimeRemainingColumn())
+            self.task = self.bar.add_task("send", total=total, detail="")
+            self.bar.start()
+
+    def __call__(self, report) -> None:
+        done = report.sent + report.failed + report.retrying
+        if self.bar is not None:
+            self.bar.update(self.task, completed=done,
+                            detail=f"{report.failed} failed · {report.retrying} retrying")
+        elif self.clock() - self.last >= 5:
+            self.last = self.clock()
+            click.echo(f"sending: {report.sent} sent, {report.failed} failed, {report.retrying} retrying "
+                       f"of {self.total}", err=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+@main.command()
+@site_option
+def send(site) -> None:
+    """Send every queued message; after a crash, resume where it stopped.
+
+    Example: feedpub send
+    """
+    from .jobs import open_store
+
+    store = open_store(site)
+    try:
+        _run_send(site, store)
+    finally:
+        store.close()
+
+
+@main.command()
+@site_option
+def status(site) -> None:
+    """Show each recent issue with its delivery counts.
+
+    Example: feedpub status
+    """
+    from .jobs import open_store
+    from .ledger import Ledger
+
+    store = open_store(site)
+    try:
+        rows = Ledger(store).counts()
+    finally:
+        store.close()
+    if not rows:
+        click.echo("no issue yet")
+    for row in rows:
+        c = row.counts
+        click.echo(f"{row.digest} {row.slug}: {c['pending'] + c['sending']} queued, {c['sent']} sent, "
+                   f"{c['retry']} retrying, {c['failed']} failed, {c['skipped']} skipped — {row.subject}")
+
+
+@main.group()
+def subscribers() -> None:
+    """Add, remove, list, import and export subscribers."""
+
+
+@subscribers.command("add")
+@click.argument("email")
+@click.option("--name", default="", help="The subscriber's name.")
+@click.option("--list", "lists", multiple=True, help="A list to put them on (repeat for several).")
+@site_option
+def subscribers_add(site, email: str, name: str, lists: tuple[str, ...]) -> None:
+    """Add an active subscriber, or add lists to a known one.
+
+    Example: feedpub subscribers add ada@example.org --name Ada --list weekly
+    """
+    from .jobs import open_store
+    from .subscribers import Subscribers
+
+    store = open_store(site)
+    try:
+        outcome, subscriber = Subscribers(store).upsert(email, name=name, lists=lists, source="cli", now=_now(site))
+    except ValueError as exc:
+        raise click.ClickException(f"{email}: {exc}") from None
+    finally:
+        store.close()
+    if outcome == "refused":
+        raise click.ClickException(f"{subscriber.email} is {subscriber.status}: feedpub never subscribes "
+                                   f"them again on its own")
+    click.echo(f"{outcome}: {subscriber.email} ({subscriber.status}) on {', '.join(subscriber.lists) or 'no list'}")
+
+
+@subscribers.command("remove")
+@click.argument("email")
+@site_option
+def subscribers_remove(site, email: str) -> None:
+    """Delete a subscriber and their delivery history."""
+    from .jobs import open_store
+    from .subscribers import Subscribers
+
+    store = open_store(site)
+    try:
+        removed = Subscribers(store).remove(email)
+    except ValueError as exc:
+        raise click.ClickException(f"{email}: {exc}") from None
+    finally:
+        store.close()
+    if not removed:
+        raise click.ClickException(f"{email}: no such subscriber")
+    click.echo(f"removed: {email}")
+
+
+@subscribers.command("list")
+@click.option("--list", "list_name", help="Only subscribers of this list.")
+@click.option("--status", type=click.Choice(["pending", "active", "unsubscribed", "bounced"]))
+@site_option
+def subscribers_list(site, list_name: str | None, status: str | None) -> None:
+    """List subscribers, with a count."""
+    from .jobs import open_store
+    from .subscribers import Subscribers
+
+    store = open_store(site)
+    count = 0
+    try:
+        for s in Subscribers(store).all(list_name=list_name, status=status):
+            click.echo(f"{s.email}\t{s.name}\t{s.status}\t{' '.join(s.lists)}")
+            count += 1
+    finally:
+        store.close()
+    click.echo(f"{count} subscriber{'s' if count != 1 else ''}")
+
+
+@subscribers.command("export")
+@site_option
+def subscribers_export(site) -> None:
+    """Write every subscriber as CSV to standard output."""
+    from .jobs import open_store
+    from .subscribers import Subscribers
+
+    store = open_store(site)
+    try:
+        Subscribers(store).export_csv(click.get_text_stream("stdout"))
+    finally:
+        store.close()
+
+
+@subscribers.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--list", "lists", multiple=True, help="Put everyone imported on this list too.")
+@site_option
+def subscribers_import(site, file: Path, lists: tuple[str, ...]) -> None:
+    """Import subscribers from a CSV file with a header row: email, name, lists.
+
+    Bad rows are reported and skipped; addresses that unsubscribed or bounced
+    are never reactivated. Example: feedpub subscribers import readers.csv --list weekly
+    """
+    from .jobs import open_store
+    from .subscribers import Subscribers, import_csv
+
+    store = open_store(site)
+    try:
+        report = import_csv(Subscribers(store), file, extra_lists=lists, now=_now(site))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        store.close()
+    for line in report.errors:
+        click.echo(f"error: {line}", err=True)
+    click.echo(f"{report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
+               f"{len(report.refused)} not reactivated (unsubscribed or bounced), {len(report.errors)} bad rows")
+    if report.errors:
+        sys.exit(1)

@@ -89,7 +89,7 @@ def compose_digest(site: Site, schedule: Schedule, name: str, store: Store, *,
                              composition, preview_files=files, timings=clock.laps)
 
     issue = store.add_issue(
-        digest=name, slug=slug, window_end=window_end, subject=composition.subject,
+        digest=name, slug=slug, list=digest.list, window_end=window_end, subject=composition.subject,
         preheader=composition.preheader, html=composition.html, text=composition.text,
         articles=[{"id": p.id, "slug": p.article.slug, "title": p.article.title} for p in chosen],
         created_at=now,

@@ -57,6 +57,7 @@ issues = Table(
     Column("id", Integer, primary_key=True),
     Column("digest", String(100), nullable=False),
     Column("slug", String(100), nullable=False),  # its folder in the archive
+    Column("list", String(100), nullable=False),  # who receives it
     Column("window_end", UTCDateTime, nullable=False),  # articles first published up to here
     Column("subject", Text, nullable=False),
     Column("preheader", Text, nullable=False),
@@ -109,6 +110,7 @@ class Issue:
     id: int
     digest: str
     slug: str
+    list: str
     window_end: datetime
     subject: str
     preheader: str
@@ -154,10 +156,10 @@ class Store:
             value = db.execute(query).scalar()
         return value.replace(tzinfo=timezone.utc) if value is not None and value.tzinfo is None else value
 
-    def add_issue(self, *, digest: str, slug: str, window_end: datetime, subject: str, preheader: str,
+    def add_issue(self, *, digest: str, slug: str, list: str, window_end: datetime, subject: str, preheader: str,
                   html: str, text: str, articles: list[dict], created_at: datetime) -> Issue | None:
         """Store a composed issue; None when this digest already has one for WINDOW_END."""
-        values = dict(digest=digest, slug=slug, window_end=window_end, subject=subject, preheader=preheader,
+        values = dict(digest=digest, slug=slug, list=list, window_end=window_end, subject=subject, preheader=preheader,
                       html=html, text=text, articles=json.dumps(articles, ensure_ascii=False),
                       created_at=created_at)
         try:

@@ -29,6 +29,8 @@ class BadToken(FeedpubError):
 
 @dataclass(frozen=True)
 class TokenSubject:
+    """Who and what a token is for. The address itself never appears in the token."""
+
     subscriber_id: int
     email: str
     list: str
@@ -51,18 +53,31 @@ def secret_key(site: Site, environ: Mapping[str, str]) -> str:
 
 class Signer:
     def __init__(self, key: str) -> None:
+        self._key = key.encode()
         self._serializer = URLSafeTimedSerializer(key, salt="feedpub")
 
-    def make(self, purpose: str, subject: TokenSubject) -> str:
-        return self._serializer.dumps([purpose, subject.subscriber_id, subject.email, subject.list])
+    def _address_tag(self, email: str) -> str:
+        """A keyed digest of the address: binds the token to it without revealing it."""
+        return hashlib.blake2b(email.lower().encode(), key=self._key[:64], digest_size=6).hexdigest()
 
-    def read(self, purpose: str, token: str, *, max_age: int | None = None) -> TokenSubject:
+    def make(self, purpose: str, subject: TokenSubject) -> str:
+        return self._serializer.dumps(
+            [purpose, subject.subscriber_id, subject.list, self._address_tag(subject.email)])
+
+    def read(self, purpose: str, token: str, *, email_of, max_age: int | None = None) -> TokenSubject:
+        """The subject of a valid TOKEN made for PURPOSE.
+
+        EMAIL_OF(subscriber_id) gives the address the subscriber has now (or
+        None): a token made for another address, or for a deleted subscriber,
+        is refused.
+        """
         try:
-            found, subscriber_id, email, list_name = self._serializer.loads(token, max_age=max_age)
+            found, subscriber_id, list_name, tag = self._serializer.loads(token, max_age=max_age)
         except SignatureExpired:
             raise BadToken("this link has expired") from None
         except (BadSignature, ValueError, TypeError):
             raise BadToken("this link is not valid") from None
-        if found != purpose:
+        email = email_of(int(subscriber_id)) if found == purpose else None
+        if email is None or self._address_tag(email) != tag:
             raise BadToken("this link is not valid")
-        return TokenSubject(int(subscriber_id), str(email), str(list_name))
+        return TokenSubject(int(subscriber_id), email, str(list_name))
