@@ -300,7 +300,7 @@ def subscribers_export(site) -> None:
 
     store = open_store(site)
     try:
-        Subscribers(store).export_csv(click.get_text_stream("stdout"))
+        Subscribers(store).export_csv(sys.stdout)
     finally:
         store.close()
 
