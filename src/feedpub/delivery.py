@@ -144,7 +144,7 @@ def send_queued(site: Site, store: Store, *, environ: Mapping[str, str], schedul
                 report.failed += 1
                 report.bounced += exc.unknown_recipient
         else:
-            ledger.sent(job, "accepted", clock())
+            ledger.sent(job, "accepted")
             with lock:
                 report.sent += 1
 
@@ -190,6 +190,7 @@ def send_queued(site: Site, store: Store, *, environ: Mapping[str, str], schedul
         for thread in threads:
             thread.join()
         ledger.release(untried)
+        ledger.close()
     report.stopped = stop.is_set()
     report.seconds = time.perf_counter() - started
     return report

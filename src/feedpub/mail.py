@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import binascii
 import hashlib
+import html as html_lib
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from email import policy
@@ -20,7 +22,7 @@ from email.utils import format_datetime, formataddr
 from urllib.parse import quote
 
 from .config import Site
-from .digest import one_line, personalize
+from .digest import PERSONAL, one_line
 
 _TO = "feedpub-recipient@feedpub.invalid"
 _MESSAGE_ID = "feedpub-message-id"
@@ -51,12 +53,46 @@ class Letter:
     text: str
 
 
+_LEADING_DOT = re.compile(rb"^\.", re.M)
+
+
 def _qp(text: str) -> bytes:
-    """Quoted-printable with CRLF line ends, as the rest of the message has."""
-    body = text.replace("\r\n", "\n").replace("\n", "\r\n")
-    if not body.endswith("\r\n"):
-        body += "\r\n"
-    return binascii.b2a_qp(body.encode("utf-8"), istext=True)
+    """Quoted-printable with CRLF line ends, as the rest of the message has.
+
+    A dot that starts a line is encoded too, so no line of a message starts
+    with one and SMTP's dot-stuffing has nothing to do (see transports.py).
+    """
+    encoded = binascii.b2a_qp(text.encode("utf-8"), istext=True)
+    encoded = encoded.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    return _LEADING_DOT.sub(b"=2E", encoded)
+
+
+class _EncodedBody:
+    """A body encoded once, with each reader's values encoded on their own lines.
+
+    Every piece starts at the beginning of a line, followed by a soft line
+    break, so no encoded line passes 76 characters whatever a value holds,
+    and encoding a copy costs only its few short values.
+    """
+
+    def __init__(self, text: str, *, html: bool) -> None:
+        self.html = html
+        text = text.replace("\r\n", "\n").replace("\n", "\r\n")
+        pattern = "(" + "|".join(map(re.escape, PERSONAL.values())) + ")"
+        keys = {placeholder: key for key, placeholder in PERSONAL.items()}
+        self.pieces: list[bytes | str] = []  # encoded text, or the key of a reader's value
+        for index, piece in enumerate(re.split(pattern, text)):
+            if index % 2:
+                self.pieces.append(keys[piece])
+            elif piece:
+                self.pieces.append(_qp(piece) + (b"=\r\n" if not piece.endswith("\r\n") else b""))
+        if not text.endswith("\r\n"):
+            self.pieces.append(b"\r\n")
+
+    def fill(self, values: dict[str, str]) -> bytes:
+        encoded = {key: _qp(html_lib.escape(value) if self.html else value) + b"=\r\n"
+                   for key, value in values.items()}
+        return b"".join(encoded.get(piece, b"") if isinstance(piece, str) else piece for piece in self.pieces)
 
 
 class IssueMessage:
@@ -85,6 +121,8 @@ class IssueMessage:
         head, _, rest = raw.partition(b"\r\n\r\n")
         # Cut the serialization at each sentinel once; `render` only joins pieces.
         self._head = head.split(_TO.encode())
+        self._text = _EncodedBody(letter.text, html=False)
+        self._html = _EncodedBody(letter.html, html=True)
         self._body = rest.replace(_TEXT_BODY.encode() + b"\r\n", b"\0TEXT\0").replace(
             _HTML_BODY.encode() + b"\r\n", b"\0HTML\0").split(b"\0")
 
@@ -102,10 +140,7 @@ class IssueMessage:
         head = to.encode("ascii").join(self._head)
         head = head.replace(f"<{_MESSAGE_ID}@{self.domain}>".encode(), self.message_id(recipient).encode())
         head = head.replace(_UNSUBSCRIBE_HEADER.encode(), f"<{link}>, <{mailto}>".encode("ascii"))
-        values = {"unsubscribe_url": link, "name": recipient.name}
-        parts = {
-            b"TEXT": _qp(personalize(self.letter.text, values, html=False)),
-            b"HTML": _qp(personalize(self.letter.html, values, html=True)),
-        }
+        values = {"unsubscribe_url": link, "name": one_line(recipient.name)}
+        parts = {b"TEXT": self._text.fill(values), b"HTML": self._html.fill(values)}
         body = b"".join(parts.get(piece, piece) for piece in self._body)
         return head + b"\r\n\r\n" + body
