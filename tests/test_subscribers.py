@@ -77,11 +77,14 @@ def test_csv_import_reports_bad_rows_and_never_reactivates(site_dir, tmp_path):
 
 def test_status_shows_delivery_counts(site_dir):
     run(site_dir, "subscribers", "add", "ada@example.org", "--list", "weekly")
-    assert run(site_dir, "status").output == "no issue yet\n"
+    before = run(site_dir, "status").output.splitlines()
+    assert before[:2] == ["jobs:", "  build: every 10 minutes"]
+    assert before[2].startswith("  daily: list daily, next ") and before[2].endswith(", last window none")
+    assert before[-2:] == ["issues:", "  no issue yet"]
     result = run(site_dir, "digest", "weekly", "--send")
     assert "weekly: 1 messages queued for list weekly" in result.output
     assert "done: 1 sent" in result.output
     status = run(site_dir, "status").output
-    assert status.startswith("weekly 2")
+    assert "\n  weekly 2" in status
     assert ": 0 queued, 1 sent, 0 retrying, 0 failed, 0 skipped — IA-insights — la semaine du " in status
     assert len(list((site_dir / "outbox" / "new").iterdir())) == 1

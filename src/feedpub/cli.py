@@ -88,13 +88,16 @@ def digest(site, name: str, preview: bool, timings: bool, and_send: bool) -> Non
 
     Example: feedpub digest weekly --preview
     """
-    from .jobs import compose_digest, open_store
+    from .jobs import compose_and_queue, compose_digest, open_store
     from .schedule import load_schedule
 
     schedule = load_schedule(site.root, site.timezone)
     store = open_store(site)
     try:
-        outcome = compose_digest(site, schedule, name, store, preview=preview)
+        if and_send and not preview:
+            outcome = compose_and_queue(site, schedule, name, store, now=_now(site))
+        else:
+            outcome = compose_digest(site, schedule, name, store, preview=preview)
         _report_problems(outcome.build.errors, outcome.build.warnings)
         click.echo(outcome.message)
         for path in outcome.preview_files:
@@ -102,11 +105,6 @@ def digest(site, name: str, preview: bool, timings: bool, and_send: bool) -> Non
         if timings:
             click.echo(" ".join(f"{step}={seconds:.3f}s" for step, seconds in outcome.timings.items()))
         if and_send and not preview:
-            from .ledger import Ledger
-
-            if outcome.issue is not None:
-                queued = Ledger(store).queue(outcome.issue.id, outcome.issue.list)
-                click.echo(f"{name}: {queued} messages queued for list {outcome.issue.list}")
             _run_send(site, store)
     finally:
         store.close()
@@ -204,19 +202,33 @@ def status(site) -> None:
 
     Example: feedpub status
     """
+    from .cron import next_fire
     from .jobs import open_store
     from .ledger import Ledger
+    from .schedule import load_schedule
 
+    schedule = load_schedule(site.root, site.timezone)
+    now = _now(site)
     store = open_store(site)
     try:
         rows = Ledger(store).counts()
+        click.echo("jobs:")
+        build_when = (f"cron {schedule.build_cron}" if schedule.build_cron
+                      else f"every {schedule.build_every.total_seconds() / 60:g} minutes")
+        click.echo(f"  build: {build_when}")
+        for name, digest in schedule.digests.items():
+            upcoming = next_fire(digest.cron, schedule.tz, now) if digest.cron else None
+            last = store.last_window(name)
+            click.echo(f"  {name}: list {digest.list}, next {f'{upcoming:%Y-%m-%d %H:%M %Z}' if upcoming else 'never (no cron)'}"
+                       f", last window {f'{last.astimezone(schedule.tz):%Y-%m-%d %H:%M}' if last else 'none'}")
     finally:
         store.close()
+    click.echo("issues:")
     if not rows:
-        click.echo("no issue yet")
+        click.echo("  no issue yet")
     for row in rows:
         c = row.counts
-        click.echo(f"{row.digest} {row.slug}: {c['pending'] + c['sending']} queued, {c['sent']} sent, "
+        click.echo(f"  {row.digest} {row.slug}: {c['pending'] + c['sending']} queued, {c['sent']} sent, "
                    f"{c['retry']} retrying, {c['failed']} failed, {c['skipped']} skipped — {row.subject}")
 
 
@@ -331,3 +343,81 @@ def subscribers_import(site, file: Path, lists: tuple[str, ...]) -> None:
                f"{len(report.refused)} not reactivated (unsubscribed or bounced), {len(report.errors)} bad rows")
     if report.errors:
         sys.exit(1)
+
+
+def _configure_logging() -> None:
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=int)
+@click.option("--web-only", is_flag=True, help="Serve HTTP without running the schedule.")
+@site_option
+def serve(site, host: str, port: int, web_only: bool) -> None:
+    """Run the schedule and serve the site, the archive and subscriptions.
+
+    Stops cleanly on SIGTERM or Ctrl-C: a send in progress records the
+    messages in flight first. Example: feedpub serve --port 8080
+    """
+    import os
+
+    import uvicorn
+
+    from .jobs import open_store
+    from .runlock import RunLock
+    from .scheduler import Service
+    from .schedule import load_schedule
+    from .web import create_app
+
+    _configure_logging()
+    schedule = load_schedule(site.root, site.timezone)
+    lock = None if web_only else RunLock(site.state_dir).acquire()
+    store = open_store(site)
+    service = None
+    try:
+        if not web_only:
+            service = Service(site, schedule, store, environ=os.environ)
+            service.build()
+            service.start()
+        app = create_app(site, schedule, store, service=service, environ=os.environ)
+        uvicorn.run(app, host=host, port=port, log_level="warning", proxy_headers=True)
+    finally:
+        if service is not None:
+            service.stop()
+        store.close()
+        if lock is not None:
+            lock.release()
+
+
+@main.command("run")
+@click.argument("job")
+@site_option
+def run_job(site, job: str) -> None:
+    """Run one job of schedule.yaml now, as the scheduler would: build, send, or a digest's name.
+
+    Example: feedpub run daily
+    """
+    import os
+
+    from .jobs import open_store
+    from .scheduler import Service
+    from .schedule import load_schedule
+
+    _configure_logging()
+    schedule = load_schedule(site.root, site.timezone)
+    store = open_store(site)
+    try:
+        service = Service(site, schedule, store, environ=os.environ)
+        if job == "build":
+            service.build()
+        elif job == "send":
+            service.send()
+        else:
+            schedule.digest(job)  # an unknown name is an error that lists the known ones
+            service.digest_now(job)
+    finally:
+        store.close()

@@ -7,7 +7,7 @@ rewritten with day names before APScheduler sees it.
 
 from __future__ import annotations
 
-from datetime import tzinfo
+from datetime import datetime, timedelta, tzinfo
 
 CRON_FIELDS = "minute hour day month weekday"
 _DAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
@@ -59,3 +59,24 @@ def cron_trigger(expression: str, timezone: tzinfo):
         weekday = _weekdays(weekday)
     return CronTrigger(minute=minute, hour=hour, day=day, month=month, day_of_week=weekday,
                        timezone=timezone)
+
+
+def next_fire(expression: str, timezone: tzinfo, after: datetime) -> datetime | None:
+    """The first time EXPRESSION names strictly after AFTER."""
+    trigger = cron_trigger(expression, timezone)
+    return trigger.get_next_fire_time(None, after + timedelta(microseconds=1))
+
+
+def latest_fire(expression: str, timezone: tzinfo, now: datetime) -> datetime | None:
+    """The last time at or before NOW that EXPRESSION names (looking back up to a year)."""
+    trigger = cron_trigger(expression, timezone)
+    for days in (1, 8, 32, 367):
+        moment = trigger.get_next_fire_time(None, now - timedelta(days=days))
+        if moment is None or moment > now:
+            continue
+        while True:
+            following = trigger.get_next_fire_time(moment, moment + timedelta(microseconds=1))
+            if following is None or following > now:
+                return moment
+            moment = following
+    return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -10,7 +11,9 @@ from pathlib import Path
 from .build import CATALOG_FILE, BuildReport, Published, build
 from .catalog import Catalog
 from .config import Site
+from .cron import latest_fire
 from .digest import Composition, compose, personalize, select
+from .ledger import Ledger
 from .mail import IssueMessage, Letter, Recipient
 from .output import write_atomic
 from .pages import digest_archive_index
@@ -149,3 +152,41 @@ def _write_preview(site: Site, digest: Digest, composition: Composition, now: da
     for name, data in files.items():
         write_atomic(folder / name, data)
     return [folder / name for name in files]
+
+
+def run_scheduled_digest(site: Site, schedule: Schedule, name: str, store: Store, *, now: datetime,
+                         send: Callable[[], object]) -> str:
+    """Compose and send digest NAME for its latest scheduled time, if that is due.
+
+    Due means: the time has come, no issue covers it yet, and it passed less
+    than the schedule's grace time ago (a service that was down longer skips
+    it, and the next issue covers those articles). Safe to call any number of
+    times: an issue is unique per (digest, window).
+    """
+    digest = schedule.digest(name)
+    if digest.cron is None:
+        return f"{name}: no cron time in schedule.yaml"
+    fire = latest_fire(digest.cron, schedule.tz, now)
+    if fire is None:
+        return f"{name}: not due yet"
+    last = store.last_window(name)
+    if last is not None and fire <= last:
+        return f"{name}: up to date (last window {last.astimezone(schedule.tz):%Y-%m-%d %H:%M})"
+    late = now - fire
+    if late > schedule.grace:
+        return (f"{name}: skipped the issue due {fire:%Y-%m-%d %H:%M}, {late} late is past the grace time "
+                f"of {schedule.grace}; the next issue will cover its articles")
+    outcome = compose_and_queue(site, schedule, name, store, now=now, window_end=fire)
+    if outcome.issue is not None:
+        send()
+    return outcome.message
+
+
+def compose_and_queue(site: Site, schedule: Schedule, name: str, store: Store, *, now: datetime,
+                      window_end: datetime | None = None) -> DigestOutcome:
+    """Compose digest NAME and queue the new issue for every active subscriber of its list."""
+    outcome = compose_digest(site, schedule, name, store, now=now, window_end=window_end)
+    if outcome.issue is not None:
+        queued = Ledger(store).queue(outcome.issue.id, outcome.issue.list)
+        outcome.message += f"; {queued} messages queued for list {outcome.issue.list}"
+    return outcome

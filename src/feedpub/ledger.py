@@ -174,8 +174,14 @@ class Ledger:
                     for r in rows if r.status == "active" and r.on_list is not None]
             skipped = [r.id for r in rows if r.status != "active" or r.on_list is None]
             if jobs:
-                db.execute(update(deliveries).where(deliveries.c.id.in_([j.delivery_id for j in jobs]))
-                           .values(status="sending"))
+                # The status lock: a row another sender took in the meantime is not taken again.
+                taken = set(db.execute(
+                    update(deliveries)
+                    .where(deliveries.c.id.in_([j.delivery_id for j in jobs]),
+                           deliveries.c.status.in_(["pending", "retry"]))
+                    .values(status="sending")
+                    .returning(deliveries.c.id)).scalars())
+                jobs = [job for job in jobs if job.delivery_id in taken]
             if skipped:
                 db.execute(update(deliveries).where(deliveries.c.id.in_(skipped))
                            .values(status="skipped", last_reply="no longer subscribed"))

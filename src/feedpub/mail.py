@@ -18,7 +18,7 @@ from datetime import datetime
 from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import format_datetime, formataddr
+from email.utils import format_datetime, formataddr, make_msgid
 from urllib.parse import quote
 
 from .config import Site
@@ -144,3 +144,17 @@ class IssueMessage:
         parts = {b"TEXT": self._text.fill(values), b"HTML": self._html.fill(values)}
         body = b"".join(parts.get(piece, piece) for piece in self._body)
         return head + b"\r\n\r\n" + body
+
+
+def simple_message(site: Site, *, to: str, subject: str, text: str, date: datetime) -> bytes:
+    """A short plain-text message from the site, such as a subscription confirmation."""
+    email = site.email
+    message = EmailMessage(policy=_POLICY)
+    message["From"] = Address(display_name=one_line(email.from_name), addr_spec=email.from_address)
+    message["To"] = to
+    message["Subject"] = one_line(subject)
+    message["Date"] = format_datetime(date)
+    message["Message-ID"] = make_msgid(domain=email.domain)
+    message["Auto-Submitted"] = "auto-generated"
+    message.set_content(text, charset="utf-8", cte="quoted-printable")
+    return message.as_bytes()

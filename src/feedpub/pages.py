@@ -30,14 +30,14 @@ def feed_links(site: Site, folder: str, title: str) -> list[FeedLink]:
     ]
 
 
-def _render(site: Site, template: str, **context) -> bytes:
+def render_page(site: Site, template: str, **context) -> bytes:
     env = environment(site.templates_dir, site.state_dir / "templates-cache")
     vocabulary = words(site.templates_dir, site.language)
     return env.get_template(template).render(site=site, words=vocabulary, **context).encode()
 
 
 def article_page(site: Site, article: Article, updated: datetime) -> bytes:
-    return _render(
+    return render_page(
         site,
         "article.html.j2",
         article=article,
@@ -54,7 +54,7 @@ def list_page(site: Site, *, title: str | datetime, folder: str, articles: list[
 
     With MONTH, TITLE is a date in the month the page lists.
     """
-    return _render(
+    return render_page(
         site,
         "list.html.j2",
         title=title,
@@ -68,7 +68,7 @@ def list_page(site: Site, *, title: str | datetime, folder: str, articles: list[
 
 def archive_page(site: Site, folder: str, months: list[tuple[str, datetime, int]]) -> bytes:
     """The index of the monthly archive pages: (sub-folder, a date in it, article count)."""
-    return _render(
+    return render_page(
         site,
         "archive.html.j2",
         url=site.url(folder),
@@ -83,7 +83,7 @@ def tag_folder(tag: str) -> str:
 
 def digest_archive_index(site: Site, *, title: str, folder: str, issues: list) -> bytes:
     """The list of a digest's past issues, newest first."""
-    return _render(
+    return render_page(
         site,
         "digest_archive.html.j2",
         title=title,

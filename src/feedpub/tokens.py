@@ -55,6 +55,17 @@ class Signer:
     def __init__(self, key: str) -> None:
         self._key = key.encode()
         self._serializer = URLSafeTimedSerializer(key, salt="feedpub")
+        self._forms = URLSafeTimedSerializer(key, salt="feedpub-form")
+
+    def form_token(self) -> str:
+        """A token for a form of ours: a post without one did not come from our page."""
+        return self._forms.dumps("form")
+
+    def check_form_token(self, token: str, *, max_age: int) -> bool:
+        try:
+            return self._forms.loads(token, max_age=max_age) == "form"
+        except (BadSignature, SignatureExpired):
+            return False
 
     def _address_tag(self, email: str) -> str:
         """A keyed digest of the address: binds the token to it without revealing it."""
