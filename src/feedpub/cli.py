@@ -364,6 +364,7 @@ def serve(site, host: str, port: int, web_only: bool) -> None:
     messages in flight first. Example: feedpub serve --port 8080
     """
     import os
+    import signal
 
     import uvicorn
 
@@ -384,6 +385,11 @@ def serve(site, host: str, port: int, web_only: bool) -> None:
             service.build()
             service.start()
         app = create_app(site, schedule, store, service=service, environ=os.environ)
+        # uvicorn answers SIGTERM and SIGINT by stopping the server, then raises the
+        # signal again once it is done; these handlers take that second one, so the
+        # scheduler below is stopped cleanly instead of the process being killed.
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: service and service.stopping.set())
         uvicorn.run(app, host=host, port=port, log_level="warning", proxy_headers=True)
     finally:
         if service is not None:

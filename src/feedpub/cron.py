@@ -8,6 +8,7 @@ rewritten with day names before APScheduler sees it.
 from __future__ import annotations
 
 from datetime import datetime, timedelta, tzinfo
+from functools import cache
 
 CRON_FIELDS = "minute hour day month weekday"
 _DAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
@@ -47,24 +48,52 @@ def _weekdays(field: str) -> str:
     return ",".join(_DAYS[day] for day in sorted(days))
 
 
-def cron_trigger(expression: str, timezone: tzinfo):
-    """An APScheduler CronTrigger for a five-field cron EXPRESSION; ValueError if it is not one."""
+@cache
+def _trigger_class():
+    """APScheduler's CronTrigger, mended for the night clocks go back.
+
+    Asked for the time after the second 02:30 of that night, CronTrigger
+    3.x answers that same 02:30 again, for ever (a known open bug), which
+    would fire a job in a loop or stall it. A time that is not strictly
+    later, or that repeats the previous wall-clock time, is searched again
+    from a little later; cron, too, runs a time that repeats only once.
+    """
     from apscheduler.triggers.cron import CronTrigger
 
+    class MendedCronTrigger(CronTrigger):
+        def get_next_fire_time(self, previous_fire_time, now):
+            following = super().get_next_fire_time(previous_fire_time, now)
+            if previous_fire_time is None:
+                return following
+            probe = max(now, previous_fire_time)
+            for _ in range(12):  # three hours of probing covers any repeated hour
+                if following is None or (following > previous_fire_time and following.replace(tzinfo=None)
+                                         != previous_fire_time.replace(tzinfo=None)):
+                    return following
+                probe += timedelta(minutes=15)
+                following = super().get_next_fire_time(None, probe)
+            return None
+
+    return MendedCronTrigger
+
+
+def cron_trigger(expression: str, timezone: tzinfo):
+    """An APScheduler trigger for a five-field cron EXPRESSION; ValueError if it is not one."""
     fields = expression.split()
     if len(fields) != 5:
         raise ValueError(f"expected 5 fields ({CRON_FIELDS}), got {len(fields)}")
     minute, hour, day, month, weekday = fields
     if weekday != "*":
         weekday = _weekdays(weekday)
-    return CronTrigger(minute=minute, hour=hour, day=day, month=month, day_of_week=weekday,
-                       timezone=timezone)
+    return _trigger_class()(minute=minute, hour=hour, day=day, month=month, day_of_week=weekday,
+                            timezone=timezone)
 
 
 def next_fire(expression: str, timezone: tzinfo, after: datetime) -> datetime | None:
     """The first time EXPRESSION names strictly after AFTER."""
     trigger = cron_trigger(expression, timezone)
-    return trigger.get_next_fire_time(None, after + timedelta(microseconds=1))
+    after = after.astimezone(timezone)
+    return trigger.get_next_fire_time(after, after + timedelta(microseconds=1))
 
 
 def latest_fire(expression: str, timezone: tzinfo, now: datetime) -> datetime | None:
@@ -74,9 +103,8 @@ def latest_fire(expression: str, timezone: tzinfo, now: datetime) -> datetime | 
         moment = trigger.get_next_fire_time(None, now - timedelta(days=days))
         if moment is None or moment > now:
             continue
-        while True:
-            following = trigger.get_next_fire_time(moment, moment + timedelta(microseconds=1))
-            if following is None or following > now:
-                return moment
+        while (following := trigger.get_next_fire_time(moment, moment + timedelta(microseconds=1))) \
+                is not None and following <= now:
             moment = following
+        return moment
     return None

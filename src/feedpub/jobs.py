@@ -174,8 +174,9 @@ def run_scheduled_digest(site: Site, schedule: Schedule, name: str, store: Store
         return f"{name}: up to date (last window {last.astimezone(schedule.tz):%Y-%m-%d %H:%M})"
     late = now - fire
     if late > schedule.grace:
-        return (f"{name}: skipped the issue due {fire:%Y-%m-%d %H:%M}, {late} late is past the grace time "
-                f"of {schedule.grace}; the next issue will cover its articles")
+        minutes = int(late.total_seconds() // 60)
+        return (f"{name}: skipped the issue due {fire:%Y-%m-%d %H:%M}: {minutes} minutes late, past the grace "
+                f"time of {int(schedule.grace.total_seconds() // 60)} minutes; the next issue covers its articles")
     outcome = compose_and_queue(site, schedule, name, store, now=now, window_end=fire)
     if outcome.issue is not None:
         send()

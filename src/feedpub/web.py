@@ -88,8 +88,10 @@ def create_app(site: Site, schedule: Schedule, store: Store, *, service=None,
         context.setdefault("feeds", [])
         return HTMLResponse(render_page(site, template, **context), status_code=status_code)
 
-    def notice(heading: str, message: str, status_code: int = 200, **context) -> HTMLResponse:
-        return page("notice.html.j2", status_code, heading=heading, message=message, **context)
+    def notice(heading: str, message: str, status_code: int = 200, *, button: str = "",
+               action: str = "") -> HTMLResponse:
+        return page("notice.html.j2", status_code, heading=heading, message=message, button=button,
+                    action=action)
 
     def same_site(request: Request) -> bool:
         """A browser says where a form was posted from; it must be this site."""
