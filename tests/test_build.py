@@ -260,3 +260,13 @@ def test_slugs_are_ascii_and_stable(site, site_dir):
     assert "ete-2026-oeuvres-ia" in slugs
     assert (site.output_dir / "tags" / "societe" / "feed.xml").is_file()
     assert (site.output_dir / "tags" / "c" / "feed.xml").is_file()
+
+
+def test_articles_dated_by_day_keep_distinct_updated_times(site, site_dir):
+    for name in ("same-a", "same-b", "same-c"):
+        write_article(site_dir, f"{name}.md", f"title: {name}\ndate: 2026-11-29")
+    build(site, now=NOW)
+    atom = feedparser.parse((site.output_dir / "atom.xml").read_bytes())
+    stamps = [e.updated for e in atom.entries]
+    assert len(stamps) == len(set(stamps))
+    assert sorted(e.updated for e in atom.entries if e.title.startswith("same-"))[-1] == "2026-11-29T00:00:00+01:00"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from feedgen.feed import FeedGenerator
 
@@ -118,8 +118,26 @@ def _json_feed(site: Site, channel: Channel, items: list[FeedItem]) -> bytes:
     return json.dumps(feed, ensure_ascii=False, indent=2).encode() + b"\n"
 
 
+def _distinct_updates(items: list[FeedItem]) -> list[FeedItem]:
+    """Items whose "updated" times all differ, as the feed validator asks of Atom.
+
+    Articles dated by day alone share midnight; each later duplicate is moved
+    back by a second, which no reader sees but which keeps the feed valid.
+    """
+    taken: set[datetime] = set()
+    distinct = []
+    for item in items:
+        updated = item.updated
+        while updated in taken:
+            updated -= timedelta(seconds=1)
+        taken.add(updated)
+        distinct.append(item if updated == item.updated else FeedItem(item.article, item.id, updated))
+    return distinct
+
+
 def render_feeds(site: Site, channel: Channel, items: list[FeedItem]) -> dict[str, bytes]:
     """The three feed files of CHANNEL, keyed by their path under the output folder."""
+    items = _distinct_updates(items)
     return {
         channel.folder + FEED_FILES["rss"]: _feed_generator(site, channel, "rss", items).rss_str(pretty=True),
         channel.folder + FEED_FILES["atom"]: _feed_generator(site, channel, "atom", items).atom_str(pretty=True),
