@@ -2,42 +2,21 @@
 
 from __future__ import annotations
 
-import functools
 import sys
-from pathlib import Path
 
 import click
 
-from .config import load_site
-from .errors import FeedpubError
-
-
-def site_option(command):
-    """Give COMMAND the --site option; it receives the loaded Site as `site`."""
-
-    @click.option("--site", "site_dir", type=click.Path(file_okay=False, path_type=Path),
-                  default=".", show_default=True, help="The site folder (holding feedpub.yaml).")
-    @functools.wraps(command)
-    def wrapper(site_dir: Path, **kwargs):
-        try:
-            return command(load_site(site_dir), **kwargs)
-        except FeedpubError as exc:
-            raise click.ClickException(str(exc)) from None
-
-    return wrapper
-
-
-def _report_problems(errors: list[str], warnings: list[str]) -> None:
-    for line in warnings:
-        click.echo(f"warning: {line}", err=True)
-    for line in errors:
-        click.echo(f"error: {line}", err=True)
+from ._cli import configure_logging, now, report_problems, site_option
+from .cli_subscribers import subscribers
 
 
 @click.group()
 @click.version_option(package_name="feedpub")
 def main() -> None:
     """Publish Markdown articles as feeds, pages and email digests."""
+
+
+main.add_command(subscribers)
 
 
 @main.command()
@@ -50,7 +29,7 @@ def build(site) -> None:
     from .build import build as run_build
 
     report = run_build(site)
-    _report_problems(report.errors, report.warnings)
+    report_problems(report.errors, report.warnings)
     click.echo(
         f"{len(report.published)} articles published; parsed {report.parsed}, "
         f"wrote {len(report.written)} files, {report.unchanged} unchanged, "
@@ -70,7 +49,7 @@ def check(site) -> None:
     from .build import check as run_check
 
     errors, warnings = run_check(site)
-    _report_problems(errors, warnings)
+    report_problems(errors, warnings)
     if errors or warnings:
         click.echo(f"{len(errors)} errors, {len(warnings)} warnings", err=True)
         sys.exit(1)
@@ -95,10 +74,10 @@ def digest(site, name: str, preview: bool, timings: bool, and_send: bool) -> Non
     store = open_store(site)
     try:
         if and_send and not preview:
-            outcome = compose_and_queue(site, schedule, name, store, now=_now(site))
+            outcome = compose_and_queue(site, schedule, name, store, now=now(site))
         else:
             outcome = compose_digest(site, schedule, name, store, preview=preview)
-        _report_problems(outcome.build.errors, outcome.build.warnings)
+        report_problems(outcome.build.errors, outcome.build.warnings)
         click.echo(outcome.message)
         for path in outcome.preview_files:
             click.echo(str(path))
@@ -108,12 +87,6 @@ def digest(site, name: str, preview: bool, timings: bool, and_send: bool) -> Non
             _run_send(site, store)
     finally:
         store.close()
-
-
-def _now(site) -> "datetime":
-    from datetime import datetime
-
-    return datetime.now(site.tz)
 
 
 def _run_send(site, store) -> None:
@@ -208,7 +181,7 @@ def status(site) -> None:
     from .schedule import load_schedule
 
     schedule = load_schedule(site.root, site.timezone)
-    now = _now(site)
+    moment = now(site)
     store = open_store(site)
     try:
         rows = Ledger(store).counts()
@@ -217,10 +190,11 @@ def status(site) -> None:
                       else f"every {schedule.build_every.total_seconds() / 60:g} minutes")
         click.echo(f"  build: {build_when}")
         for name, digest in schedule.digests.items():
-            upcoming = next_fire(digest.cron, schedule.tz, now) if digest.cron else None
+            upcoming = next_fire(digest.cron, schedule.tz, moment) if digest.cron else None
             last = store.last_window(name)
-            click.echo(f"  {name}: list {digest.list}, next {f'{upcoming:%Y-%m-%d %H:%M %Z}' if upcoming else 'never (no cron)'}"
-                       f", last window {f'{last.astimezone(schedule.tz):%Y-%m-%d %H:%M}' if last else 'none'}")
+            upcoming_text = f"{upcoming:%Y-%m-%d %H:%M %Z}" if upcoming else "never (no cron)"
+            last_text = f"{last.astimezone(schedule.tz):%Y-%m-%d %H:%M}" if last else "none"
+            click.echo(f"  {name}: list {digest.list}, next {upcoming_text}, last window {last_text}")
     finally:
         store.close()
     click.echo("issues:")
@@ -230,126 +204,6 @@ def status(site) -> None:
         c = row.counts
         click.echo(f"  {row.digest} {row.slug}: {c['pending'] + c['sending']} queued, {c['sent']} sent, "
                    f"{c['retry']} retrying, {c['failed']} failed, {c['skipped']} skipped — {row.subject}")
-
-
-@main.group()
-def subscribers() -> None:
-    """Add, remove, list, import and export subscribers."""
-
-
-@subscribers.command("add")
-@click.argument("email")
-@click.option("--name", default="", help="The subscriber's name.")
-@click.option("--list", "lists", multiple=True, help="A list to put them on (repeat for several).")
-@site_option
-def subscribers_add(site, email: str, name: str, lists: tuple[str, ...]) -> None:
-    """Add an active subscriber, or add lists to a known one.
-
-    Example: feedpub subscribers add ada@example.org --name Ada --list weekly
-    """
-    from .jobs import open_store
-    from .subscribers import Subscribers
-
-    store = open_store(site)
-    try:
-        outcome, subscriber = Subscribers(store).upsert(email, name=name, lists=lists, source="cli", now=_now(site))
-    except ValueError as exc:
-        raise click.ClickException(f"{email}: {exc}") from None
-    finally:
-        store.close()
-    if outcome == "refused":
-        raise click.ClickException(f"{subscriber.email} is {subscriber.status}: feedpub never subscribes "
-                                   f"them again on its own")
-    click.echo(f"{outcome}: {subscriber.email} ({subscriber.status}) on {', '.join(subscriber.lists) or 'no list'}")
-
-
-@subscribers.command("remove")
-@click.argument("email")
-@site_option
-def subscribers_remove(site, email: str) -> None:
-    """Delete a subscriber and their delivery history."""
-    from .jobs import open_store
-    from .subscribers import Subscribers
-
-    store = open_store(site)
-    try:
-        removed = Subscribers(store).remove(email)
-    except ValueError as exc:
-        raise click.ClickException(f"{email}: {exc}") from None
-    finally:
-        store.close()
-    if not removed:
-        raise click.ClickException(f"{email}: no such subscriber")
-    click.echo(f"removed: {email}")
-
-
-@subscribers.command("list")
-@click.option("--list", "list_name", help="Only subscribers of this list.")
-@click.option("--status", type=click.Choice(["pending", "active", "unsubscribed", "bounced"]))
-@site_option
-def subscribers_list(site, list_name: str | None, status: str | None) -> None:
-    """List subscribers, with a count."""
-    from .jobs import open_store
-    from .subscribers import Subscribers
-
-    store = open_store(site)
-    count = 0
-    try:
-        for s in Subscribers(store).all(list_name=list_name, status=status):
-            click.echo(f"{s.email}\t{s.name}\t{s.status}\t{' '.join(s.lists)}")
-            count += 1
-    finally:
-        store.close()
-    click.echo(f"{count} subscriber{'s' if count != 1 else ''}")
-
-
-@subscribers.command("export")
-@site_option
-def subscribers_export(site) -> None:
-    """Write every subscriber as CSV to standard output."""
-    from .jobs import open_store
-    from .subscribers import Subscribers
-
-    store = open_store(site)
-    try:
-        Subscribers(store).export_csv(sys.stdout)
-    finally:
-        store.close()
-
-
-@subscribers.command("import")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--list", "lists", multiple=True, help="Put everyone imported on this list too.")
-@site_option
-def subscribers_import(site, file: Path, lists: tuple[str, ...]) -> None:
-    """Import subscribers from a CSV file with a header row: email, name, lists.
-
-    Bad rows are reported and skipped; addresses that unsubscribed or bounced
-    are never reactivated. Example: feedpub subscribers import readers.csv --list weekly
-    """
-    from .jobs import open_store
-    from .subscribers import Subscribers, import_csv
-
-    store = open_store(site)
-    try:
-        report = import_csv(Subscribers(store), file, extra_lists=lists, now=_now(site))
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
-    finally:
-        store.close()
-    for line in report.errors:
-        click.echo(f"error: {line}", err=True)
-    click.echo(f"{report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
-               f"{len(report.refused)} not reactivated (unsubscribed or bounced), {len(report.errors)} bad rows")
-    if report.errors:
-        sys.exit(1)
-
-
-def _configure_logging() -> None:
-    import logging
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 
 @main.command()
@@ -374,7 +228,7 @@ def serve(site, host: str, port: int, web_only: bool) -> None:
     from .schedule import load_schedule
     from .web import create_app
 
-    _configure_logging()
+    configure_logging()
     schedule = load_schedule(site.root, site.timezone)
     lock = None if web_only else RunLock(site.state_dir).acquire()
     store = open_store(site)
@@ -413,7 +267,7 @@ def run_job(site, job: str) -> None:
     from .scheduler import Service
     from .schedule import load_schedule
 
-    _configure_logging()
+    configure_logging()
     schedule = load_schedule(site.root, site.timezone)
     store = open_store(site)
     try:

@@ -1,0 +1,45 @@
+"""What the command modules share: the --site option, problem lines, the clock, logging."""
+
+from __future__ import annotations
+
+import functools
+from datetime import datetime
+from pathlib import Path
+
+import click
+
+from .config import load_site
+from .errors import FeedpubError
+
+
+def site_option(command):
+    """Give COMMAND the --site option; it receives the loaded Site as `site`."""
+
+    @click.option("--site", "site_dir", type=click.Path(file_okay=False, path_type=Path),
+                  default=".", show_default=True, help="The site folder (holding feedpub.yaml).")
+    @functools.wraps(command)
+    def wrapper(site_dir: Path, **kwargs):
+        try:
+            return command(load_site(site_dir), **kwargs)
+        except FeedpubError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return wrapper
+
+
+def report_problems(errors: list[str], warnings: list[str]) -> None:
+    for line in warnings:
+        click.echo(f"warning: {line}", err=True)
+    for line in errors:
+        click.echo(f"error: {line}", err=True)
+
+
+def now(site) -> datetime:
+    return datetime.now(site.tz)
+
+
+def configure_logging() -> None:
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
