@@ -332,3 +332,24 @@ def test_cron_weekdays_count_sunday_as_zero():
     sunday = next_fire("0 9 * * 0", PARIS, datetime(2026, 11, 30, 10, tzinfo=PARIS))
     assert (monday.strftime("%A"), sunday.strftime("%A")) == ("Monday", "Sunday")
     assert next_fire("0 9 * * 7", PARIS, datetime(2026, 11, 30, 10, tzinfo=PARIS)) == sunday
+
+
+def test_healthz_is_503_when_the_scheduler_is_not_running(site_dir):
+    import asyncio
+
+    from feedpub.web import create_app
+
+    site = load_site(site_dir)
+    store = Store(site.storage_url)
+    schedule = load_schedule(site_dir, site.timezone)
+    service = Service(site, schedule, store, environ=ENV)  # never started
+    app = create_app(site, schedule, store, service=service, environ=ENV)
+
+    async def ask():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            return await client.get("/healthz")
+
+    answer = asyncio.run(ask())
+    assert answer.status_code == 503
+    assert answer.json()["scheduler"] == "stopped" and answer.json()["database"] == "ok"
+    store.close()

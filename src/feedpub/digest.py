@@ -14,7 +14,10 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from .build import Published
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .build import Published
 from .config import Site
 from .content import Article, slugify
 from .extract import Question, shorten
