@@ -13,16 +13,16 @@ import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from .build import Published
 from .config import Site
 from .content import Article, slugify
 from .extract import Question, shorten
 from .schedule import Digest
 from .templating import environment, long_date, words
+
+if TYPE_CHECKING:
+    from .build import Published
 
 # Placeholders survive Jinja, premailer and quoted-printable unchanged: ASCII letters only.
 PERSONAL = {"unsubscribe_url": "FEEDPUBUNSUBSCRIBEURL", "name": "FEEDPUBNAME"}
