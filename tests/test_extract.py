@@ -109,10 +109,10 @@ def test_code_and_table_article(site):
 
 def test_relative_image_is_made_absolute(site):
     article = parse(site, "guides/lire-un-flux.md")
-    assert article.image == "https://ia-insights.example.org/guides/images/lecteur.png"
-    assert 'src="https://ia-insights.example.org/guides/images/lecteur.png"' in article.html
-    assert 'href="https://ia-insights.example.org/atom.xml"' in article.html
-    assert 'href="https://ia-insights.example.org/lire-un-flux/#trois-etapes"' in article.html
+    assert article.image == "http://127.0.0.1:8080/guides/images/lecteur.png"
+    assert 'src="http://127.0.0.1:8080/guides/images/lecteur.png"' in article.html
+    assert 'href="http://127.0.0.1:8080/atom.xml"' in article.html
+    assert 'href="http://127.0.0.1:8080/lire-un-flux/#trois-etapes"' in article.html
     assert '<h2 id="trois-etapes">' in article.html
 
 

@@ -128,7 +128,7 @@ def test_subscribe_confirm_receive_unsubscribe(serve, site_dir):
     confirmation = wait_for(lambda: [m for m in outbox(site_dir) if m["To"] == "reader@example.net"])[0]
     assert confirmation["Subject"] == "Confirmez votre abonnement à IA-insights"
     body = confirmation.get_content()
-    link = re.search(r"https://ia-insights\.example\.org/confirm\?token=\S+", body).group(0)
+    link = re.search(r"http://127\.0\.0\.1:8080/confirm\?token=\S+", body).group(0)
     book = Subscribers(Store(load_site(site_dir).storage_url))
     assert book.get("reader@example.net").status == "pending"
     confirmed = client.get(server.local(link))
