@@ -155,6 +155,7 @@ def test_faq_heading_variants_and_section_end():
     )
     assert extract.is_faq_title("QUESTIONS FRÉQUENTES")
     assert extract.is_faq_title("Foire aux questions")
+    assert extract.is_faq_title("F.A.Q.") and extract.is_faq_title("FAQ :")
     assert not extract.is_faq_title("FAQtory tour")
 
 

@@ -103,6 +103,8 @@ def _normalized(text: str) -> str:
 
 def is_faq_title(text: str) -> bool:
     name = _normalized(text)
+    if name.replace(" ", "") == "faq":  # "F.A.Q.", "F A Q"
+        return True
     return any(name == title or name.startswith(title + " ") for title in FAQ_TITLES)
 
 
