@@ -69,3 +69,16 @@ def test_console_script_runs_in_the_site_folder(site_dir):
     )
     assert result.returncode == 0, result.stderr
     assert (site_dir / "public" / "atom.xml").is_file()
+
+
+def test_email_settings_are_checked(site_dir):
+    settings = site_dir / "feedpub.yaml"
+    base = settings.read_text(encoding="utf-8")
+    settings.write_text(base + "email:\n  from: not an address\n", encoding="utf-8")
+    assert run("check", "--site", str(site_dir)).output == (
+        "Error: feedpub.yaml: email.from: must be an address such as 'Name <news@example.org>'\n")
+    settings.write_text(base + "email:\n  reply_to: \"a@example.org\\nBcc: b@example.org\"\n", encoding="utf-8")
+    assert "Error: feedpub.yaml: email.reply_to: " in run("check", "--site", str(site_dir)).output
+    settings.write_text(base + "email:\n  smtp:\n    host: smtp.example.org\n    security: ssl\n", encoding="utf-8")
+    assert run("check", "--site", str(site_dir)).output == (
+        "Error: feedpub.yaml: email.smtp.security: 'ssl' is not one of starttls, tls, none\n")

@@ -317,10 +317,13 @@ def _email(top: Section, root: Path, title: object) -> EmailSettings:
             domain=block.str("domain", address.rpartition("@")[2]),
         )
         block.check_unknown()
+    reply_to = section.str("reply_to")
+    if reply_to is not None and (any(c in reply_to for c in "\r\n") or "@" not in parseaddr(reply_to)[1]):
+        raise section.error("reply_to", f"{reply_to!r} is not an email address")
     settings = EmailSettings(
         from_name=name,
         from_address=address,
-        reply_to=section.str("reply_to"),
+        reply_to=reply_to,
         smtp=smtp,
         outbox=root / section.str("outbox", "outbox"),
         dkim=dkim,
