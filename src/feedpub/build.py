@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -294,9 +295,16 @@ def _parse_changed(site: Site, catalog: Catalog, sources: list[str], keys: dict[
     return failed
 
 
+_one_build_at_a_time = threading.Lock()  # the service's build and digest jobs may overlap
+
+
 def build(site: Site, *, now: datetime | None = None) -> BuildReport:
     """Publish the site; return what was published, written and found wrong."""
-    now = now or datetime.now(site.tz)
+    with _one_build_at_a_time:
+        return _build(site, now or datetime.now(site.tz))
+
+
+def _build(site: Site, now: datetime) -> BuildReport:
     report = BuildReport()
     sources, assets = content_files(site)
     with Catalog(site.state_dir / CATALOG_FILE) as catalog:
