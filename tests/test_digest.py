@@ -14,6 +14,7 @@ from lxml import html as lxml_html
 
 from feedpub.cli import main
 from feedpub.config import load_site
+from feedpub.digest import encoded_size
 from feedpub.errors import ConfigError
 from feedpub.extract import shorten
 from feedpub.jobs import compose_digest
@@ -167,7 +168,7 @@ def test_a_ten_article_issue_stays_under_gmail_clipping(site, site_dir, store):
     schedule = load_schedule(site_dir, "Europe/Paris")
     issue = compose_digest(site, schedule, "daily", store, now=NOW).issue
     assert len(issue.articles) == 10
-    assert len(issue.html.encode()) <= 100_000
+    assert encoded_size(issue.html) <= 100_000
 
 
 def test_excerpts_shrink_rather_than_get_clipped(site_dir, tmp_path):
@@ -176,7 +177,7 @@ def test_excerpts_shrink_rather_than_get_clipped(site_dir, tmp_path):
     full = compose_digest(full_site, load_schedule(site_dir, "Europe/Paris"), "weekly", full_store,
                           now=NOW, preview=True).composition
     full_store.close()
-    assert len(full.html.encode()) > 16000
+    assert encoded_size(full.html) > 16000
     settings = site_dir / "feedpub.yaml"
     settings.write_text(settings.read_text(encoding="utf-8") + "email:\n  max_html_bytes: 16000\n", encoding="utf-8")
     site = load_site(site_dir)
@@ -184,7 +185,7 @@ def test_excerpts_shrink_rather_than_get_clipped(site_dir, tmp_path):
     schedule = load_schedule(site_dir, "Europe/Paris")
     issue = compose_digest(site, schedule, "weekly", store, now=NOW).issue
     store.close()
-    assert len(issue.html.encode()) <= 16000
+    assert encoded_size(issue.html) <= 16000
     assert len(issue.articles) == 7
     assert issue.html.count('class="faq-question"') < full.html.count('class="faq-question"')
 

@@ -65,7 +65,7 @@ class EmailSettings:
     smtp: SMTPSettings | None = None  # None: messages go to the Maildir outbox
     outbox: Path = Path("outbox")
     dkim: DKIMSettings | None = None
-    max_html_bytes: int = 100_000  # Gmail clips messages whose HTML passes about 102 KB
+    max_html_bytes: int = 100_000  # Gmail clips messages whose HTML part passes about 102 KB as mailed
     max_attempts: int = 5
 
     @property

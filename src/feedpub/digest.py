@@ -7,6 +7,7 @@ rendering and inlining happen once per issue, never once per reader.
 
 from __future__ import annotations
 
+import binascii
 import html as html_lib
 import logging
 import re
@@ -137,6 +138,12 @@ def _fold_long_lines(html: str, limit: int = 900) -> str:
     return "\n".join(lines)
 
 
+def encoded_size(html: str) -> int:
+    """The size of the HTML part as mailed (quoted-printable), which is what Gmail's
+    clipping limit counts: accented text takes up to three times its UTF-8 size."""
+    return len(binascii.b2a_qp(html.encode("utf-8"), istext=True))
+
+
 def inline_css(html: str) -> str:
     """Inline the <style> rules into each element; @media rules stay in <head>."""
     from premailer import Premailer  # 0.2 s to import: only the digest job pays it
@@ -198,7 +205,7 @@ def compose(site: Site, digest: Digest, articles: list[Article], *, when: dateti
         html = inline_css(raw_html)
         timings["render"] += rendered - started
         timings["inline"] += time.perf_counter() - rendered
-        if len(html.encode()) <= limit:
+        if encoded_size(html) <= limit:
             break
     started = time.perf_counter()
     text = env.get_template("digest.txt.j2").render(**context)
