@@ -134,10 +134,12 @@ def send_queued(site: Site, store: Store, *, environ: Mapping[str, str], schedul
         try:
             transport.send(site.email.from_address, job.email, data)
         except TemporaryFailure as exc:
-            outcome = ledger.retry(job, str(exc), clock())
+            gave_up = ledger.retry(job, str(exc), clock()) == "failed"
             with lock:
-                setattr(report, "failed" if outcome == "failed" else "retrying",
-                        getattr(report, "failed" if outcome == "failed" else "retrying") + 1)
+                if gave_up:
+                    report.failed += 1
+                else:
+                    report.retrying += 1
         except PermanentFailure as exc:
             ledger.failed(job, str(exc), bounced=exc.unknown_recipient, now=clock())
             with lock:
