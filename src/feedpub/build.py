@@ -124,18 +124,24 @@ def _parse_file(source: str, site: Site | None = None):
         return f"{site.content_dir.name}/{source}:1: cannot be read ({exc.strerror})"
 
 
-def parse_all(site: Site, sources: list[str]) -> Iterator[tuple[str, object]]:
-    """Parse SOURCES, in worker processes when there are many; yield (source, result)."""
+def _parse_for_catalog(source: str, site: Site | None = None):
+    """A row for the catalog's `parsed` table, or the message of why SOURCE cannot be published."""
+    result = _parse_file(source, site)
+    return result if isinstance(result, str) else Catalog.parsed_row(*result)
+
+
+def parse_all(site: Site, sources: list[str], task=_parse_file) -> Iterator[tuple[str, object]]:
+    """Run TASK on SOURCES, in worker processes when there are many; yield (source, result)."""
     if len(sources) < POOL_THRESHOLD:
         for source in sources:
-            yield source, _parse_file(source, site)
+            yield source, task(source, site)
         return
     from concurrent.futures import ProcessPoolExecutor  # costs an import a small rebuild can skip
 
     workers = os.cpu_count() or 1
     with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(site,)) as pool:
         chunk = max(1, min(64, len(sources) // (workers * 8)))
-        yield from zip(sources, pool.map(_parse_file, sources, chunksize=chunk))
+        yield from zip(sources, pool.map(task, sources, chunksize=chunk))
 
 
 def choose_slugs(site: Site, articles: dict[str, Listing], log: dict[str, Publication],
@@ -282,14 +288,18 @@ def _parse_changed(site: Site, catalog: Catalog, sources: list[str], keys: dict[
                    report: BuildReport) -> set[str]:
     """Parse the sources whose key is not cached; return the sources that failed."""
     cached = catalog.parsed_keys()
-    failed = set()
-    for source, result in parse_all(site, [s for s in sources if keys[s] not in cached]):
+    failed, rows = set(), []
+    for source, result in parse_all(site, [s for s in sources if keys[s] not in cached], _parse_for_catalog):
         if isinstance(result, str):
             report.errors.append(result)
             failed.add(source)
         else:
-            catalog.save_parsed(keys[source], *result)
+            rows.append((keys[source], *result))
             report.parsed += 1
+            if len(rows) >= 256:
+                catalog.save_parsed(rows)
+                rows.clear()
+    catalog.save_parsed(rows)
     catalog.prune_parsed(set(keys.values()))
     catalog.commit()
     return failed

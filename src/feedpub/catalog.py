@@ -88,15 +88,21 @@ class Catalog:
     def parsed_keys(self) -> set[str]:
         return {key for (key,) in self.db.execute("SELECT key FROM parsed")}
 
-    def save_parsed(self, key: str, article: Article, warnings: list[str]) -> None:
-        self.db.execute(
-            "INSERT OR REPLACE INTO parsed VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (key, article.source, article.slug, article.title, article.date.isoformat(),
-             article.updated.isoformat() if article.updated else None,
-             _SEPARATOR.join(article.tags), article.draft, article.summary,
-             _SEPARATOR.join(warnings), json.dumps(to_record(article), ensure_ascii=False),
-             article.html),
-        )
+    @staticmethod
+    def parsed_row(article: Article, warnings: list[str]) -> tuple:
+        """An article as a row of `parsed`, less its key.
+
+        Made where the article was parsed: in a worker process, the encoding
+        then runs on all cores, and what crosses back is plain text.
+        """
+        return (article.source, article.slug, article.title, article.date.isoformat(),
+                article.updated.isoformat() if article.updated else None,
+                _SEPARATOR.join(article.tags), article.draft, article.summary,
+                _SEPARATOR.join(warnings), json.dumps(to_record(article), ensure_ascii=False), article.html)
+
+    def save_parsed(self, rows: Iterable[tuple]) -> None:
+        """Store (key, *parsed_row) rows."""
+        self.db.executemany("INSERT OR REPLACE INTO parsed VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
     def listings(self, keys: set[str]) -> Iterator[tuple[str, Listing, list[str]]]:
         """(key, listing, warnings) of the parsed articles among KEYS."""
