@@ -125,6 +125,11 @@ def test_preview_writes_html_text_and_eml_and_changes_no_state(site, schedule, s
     html_part = message.get_body(("html",)).get_content()
     assert "http://127.0.0.1:8080/unsubscribe?token=preview" in html_part
     assert "FEEDPUB" not in html_part and "FEEDPUB" not in message.get_body(("plain",)).get_content()
+    # After an issue, with nothing new, a preview still shows the latest articles, and says so.
+    compose_digest(site, schedule, "weekly", store, now=NOW)
+    again = compose_digest(site, schedule, "weekly", store, now=NOW + timedelta(hours=1), preview=True)
+    assert again.message.endswith("(nothing new since the last issue: these are the latest articles)")
+    assert len(again.composition.articles) == 7 and len(store.issues()) == 1
 
 
 def test_watermark_rules(site, site_dir, schedule, store):

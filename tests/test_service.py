@@ -36,13 +36,15 @@ class Served:
     def __init__(self, site_dir: Path, *args: str) -> None:
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
+        self.log_path = site_dir.parent / f"serve-{self.port}.log"
+        self._log = open(self.log_path, "w")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "feedpub", "serve", "--port", str(self.port), "--site", str(site_dir), *args],
-            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            env=ENV, stdout=self._log, stderr=subprocess.STDOUT, text=True)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise AssertionError(self.process.stdout.read())
+                raise AssertionError(self.log())
             try:
                 if httpx.get(self.base + "/healthz", timeout=1).status_code == 200:
                     break
@@ -55,12 +57,16 @@ class Served:
         parts = urlsplit(url)
         return f"{parts.path}?{parts.query}" if parts.query else parts.path
 
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8")
+
     def stop(self) -> tuple[int, str]:
         self.client.close()
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-        output, _ = self.process.communicate(timeout=60)
-        return self.process.returncode, output
+        self.process.wait(timeout=60)
+        self._log.close()
+        return self.process.returncode, self.log()
 
 
 @pytest.fixture
@@ -261,8 +267,8 @@ def test_service_down_over_a_digest_time_sends_once_within_grace(serve, site_dir
     wait_for(lambda: store.issues("weekly"))
     wait_for(lambda: len(outbox(site_dir)) == 1)
     server.stop()
-    serve()  # a second restart: the window is covered
-    time.sleep(1.5)
+    again = serve()  # a second restart: the window is covered
+    wait_for(lambda: "digest weekly: up to date" in again.log())
     assert len(store.issues("weekly")) == 1 and len(outbox(site_dir)) == 1
     assert store.issues("weekly")[0].window_end == due
     store.close()
@@ -274,7 +280,7 @@ def test_service_down_past_the_grace_time_sends_nothing(serve, site_dir):
     store = Store(site.storage_url)
     Subscribers(store).upsert("r@example.net", lists=["weekly"], source="test", now=datetime.now(PARIS))
     server = serve()
-    time.sleep(1.5)
+    wait_for(lambda: "digest weekly: skipped the issue due" in server.log())
     code, output = server.stop()
     assert code == 0
     assert store.issues() == [] and outbox(site_dir) == []

@@ -73,6 +73,9 @@ def compose_digest(site: Site, schedule: Schedule, name: str, store: Store, *,
     if since is not None and window_end <= since:
         return DigestOutcome(f"{name}: the window ending {window_end.isoformat()} is already covered", report)
     chosen = select(report.published, digest, since, window_end)
+    latest_instead = preview and not chosen
+    if latest_instead:  # a preview with nothing new still shows how an issue looks
+        chosen = select(report.published, digest, None, window_end)
     if not chosen and digest.skip_if_empty:
         after = f" since {since.astimezone(site.tz):%Y-%m-%d %H:%M}" if since else ""
         return DigestOutcome(f"{name}: no new article{after}; no issue composed", report)
@@ -88,7 +91,8 @@ def compose_digest(site: Site, schedule: Schedule, name: str, store: Store, *,
     if preview:
         files = _write_preview(site, digest, composition, now)
         clock.lap("preview")
-        return DigestOutcome(f"{name}: preview of {len(articles)} articles written", report, chosen,
+        note = " (nothing new since the last issue: these are the latest articles)" if latest_instead else ""
+        return DigestOutcome(f"{name}: preview of {len(articles)} articles written{note}", report, chosen,
                              composition, preview_files=files, timings=clock.laps)
 
     issue = store.add_issue(
