@@ -2,8 +2,8 @@
 
 - sources: each content file's size, mtime and content hash, so an unchanged
   file is not even read again;
-- parsed: each parsed article keyed by a hash of its bytes and of everything
-  that shapes it, so an unchanged article is never parsed again;
+- parsed and bodies: each parsed article keyed by a hash of its bytes and of
+  everything that shapes it, so an unchanged article is never parsed again;
 - published: each article's permanent id and the times it was first published
   (what digests call new) and last changed (its feed "updated" date);
 - outputs: a fingerprint of the inputs of each output file, so an output
@@ -24,13 +24,19 @@ from typing import Iterable, Iterator, NamedTuple
 
 from .content import Article, Listing, from_record, to_record
 
+# The cache tables are dropped and rebuilt when this number changes; the
+# publication log (`published`) is kept whatever happens.
+CACHE_VERSION = 2
+CACHE_TABLES = ("sources", "parsed", "bodies", "outputs")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sources (
     path TEXT PRIMARY KEY, mtime_ns INTEGER NOT NULL, size INTEGER NOT NULL, hash TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS parsed (
     key TEXT PRIMARY KEY, source TEXT NOT NULL, slug TEXT NOT NULL, title TEXT NOT NULL,
     date TEXT NOT NULL, updated TEXT, tags TEXT NOT NULL, draft INTEGER NOT NULL,
-    summary TEXT NOT NULL, warnings TEXT NOT NULL, record TEXT NOT NULL, html TEXT NOT NULL);
+    summary TEXT NOT NULL, warnings TEXT NOT NULL);
+-- Bodies apart: every build reads all of `parsed`, and small rows keep that read small.
+CREATE TABLE IF NOT EXISTS bodies (key TEXT PRIMARY KEY, record TEXT NOT NULL, html TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS published (
     slug TEXT PRIMARY KEY, source TEXT NOT NULL, id TEXT NOT NULL,
     first_published TEXT NOT NULL, hash TEXT NOT NULL, changed TEXT);
@@ -58,6 +64,10 @@ class Catalog:
         self.db = sqlite3.connect(path)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
+        if self.db.execute("PRAGMA user_version").fetchone()[0] != CACHE_VERSION:
+            for table in CACHE_TABLES:
+                self.db.execute(f"DROP TABLE IF EXISTS {table}")
+            self.db.execute(f"PRAGMA user_version = {CACHE_VERSION}")
         self.db.executescript(SCHEMA)
 
     def close(self) -> None:
@@ -100,9 +110,12 @@ class Catalog:
                 _SEPARATOR.join(article.tags), article.draft, article.summary,
                 _SEPARATOR.join(warnings), json.dumps(to_record(article), ensure_ascii=False), article.html)
 
-    def save_parsed(self, rows: Iterable[tuple]) -> None:
+    def save_parsed(self, rows: list[tuple]) -> None:
         """Store (key, *parsed_row) rows."""
-        self.db.executemany("INSERT OR REPLACE INTO parsed VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        self.db.executemany("INSERT OR REPLACE INTO parsed VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            [row[:10] for row in rows])
+        self.db.executemany("INSERT OR REPLACE INTO bodies VALUES (?, ?, ?)",
+                            [(row[0], *row[10:]) for row in rows])
 
     def listings(self, keys: set[str]) -> Iterator[tuple[str, Listing, list[str]]]:
         """(key, listing, warnings) of the parsed articles among KEYS."""
@@ -117,12 +130,13 @@ class Catalog:
 
     def article(self, key: str) -> Article:
         """The whole parsed article, body included."""
-        record, html = self.db.execute("SELECT record, html FROM parsed WHERE key = ?", (key,)).fetchone()
+        record, html = self.db.execute("SELECT record, html FROM bodies WHERE key = ?", (key,)).fetchone()
         return from_record(json.loads(record), html)
 
     def prune_parsed(self, keep: set[str]) -> None:
         stale = self.parsed_keys() - keep
         self.db.executemany("DELETE FROM parsed WHERE key = ?", ((k,) for k in stale))
+        self.db.executemany("DELETE FROM bodies WHERE key = ?", ((k,) for k in stale))
 
     # publication log
     def publications(self) -> dict[str, Publication]:

@@ -35,7 +35,8 @@ def _words(folders: tuple[Path, ...], language: str) -> dict[str, str]:
         for folder in reversed(folders):  # the site's own file overrides the default
             path = folder / "i18n" / f"{name}.yaml"
             if path.is_file():
-                found.update(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+                loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C one is ten times faster
+                found.update(yaml.load(path.read_text(encoding="utf-8"), Loader=loader) or {})
     return found
 
 
