@@ -12,7 +12,7 @@ import hashlib
 import os
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator, NamedTuple
 
@@ -155,6 +155,7 @@ def choose_slugs(site: Site, articles: dict[str, Listing], log: dict[str, Public
     label = site.content_dir.name
     owners: dict[str, str] = {}
     errors = []
+    now = now.astimezone(timezone.utc)  # fixed offsets compare faster than a zone's rules
     due = [(s, a.slug) for s, a in articles.items() if not a.draft and a.date <= now]
     known = [(s, slug) for s, slug in due if (p := log.get(slug)) is not None and p.source == s]
     for source, slug in known + sorted(set(due) - set(known)):
@@ -199,22 +200,31 @@ class _Outputs:
         self.current: dict[str, str] = {}
         self.root = str(writer.root) + os.sep
 
-    def _fresh(self, path: str, fingerprint: str) -> bool:
+    def fresh(self, path: str, fingerprint: str) -> bool:
         return self.previous.get(path) == fingerprint and os.path.exists(self.root + path)
 
+    def keep(self, path: str, fingerprint: str) -> None:
+        self.current[path] = fingerprint
+        self.writer.keep(path)
+
+    def put(self, path: str, fingerprint: str, data: bytes) -> None:
+        self.current[path] = fingerprint
+        self.writer.write(path, data)
+
     def add(self, path: str, fingerprint: str, render: Callable[[], bytes]) -> None:
-        self.add_many(fingerprint, [path], lambda: {path: render()})
+        if self.fresh(path, fingerprint):
+            self.keep(path, fingerprint)
+        else:
+            self.put(path, fingerprint, render())
 
     def add_many(self, fingerprint: str, paths: list[str], render: Callable[[], dict[str, bytes]]) -> None:
         """Outputs rendered together (the three feeds of a channel) share one fingerprint."""
-        for path in paths:
-            self.current[path] = fingerprint
-        if all(self._fresh(path, fingerprint) for path in paths):
+        if all(self.fresh(path, fingerprint) for path in paths):
             for path in paths:
-                self.writer.keep(path)
+                self.keep(path, fingerprint)
         else:
             for path, data in render().items():
-                self.writer.write(path, data)
+                self.put(path, fingerprint, data)
 
     def finish(self, catalog: Catalog) -> list[str]:
         """Delete outputs no longer produced; record the fingerprints that changed."""
@@ -231,9 +241,12 @@ def _render_outputs(site: Site, catalog: Catalog, published: list[Published],
     # Anything that shapes every output: settings, templates, feedpub's code.
     context = _digest(site.fingerprint(), templating.fingerprint(site.templates_dir), code_fingerprint())
 
-    for p in published:
-        outputs.add(f"{p.article.slug}/index.html", f"{context}|{p.key}|{p.updated.isoformat()}",
-                    lambda p=p: article_page(site, catalog.article(p.key), p.updated))
+    for p in published:  # the hottest loop of a rebuild: no closure per article
+        path, fingerprint = f"{p.article.slug}/index.html", f"{context}|{p.key}|{p.updated.isoformat()}"
+        if outputs.fresh(path, fingerprint):
+            outputs.keep(path, fingerprint)
+        else:
+            outputs.put(path, fingerprint, article_page(site, catalog.article(p.key), p.updated))
 
     for channel, members in _channels(site, published):
         newest = members[: site.feeds.items]
