@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from statistics import median
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,6 +84,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=10_000, help="number of articles")
     parser.add_argument("--keep", type=Path, help="build in this folder and keep it")
+    parser.add_argument("--repeat", type=int, default=5, help="runs of each rebuild (the median is shown)")
     args = parser.parse_args()
     site = args.keep or Path(tempfile.mkdtemp(prefix="feedpub-bench-"))
     site.mkdir(parents=True, exist_ok=True)
@@ -92,11 +94,17 @@ def main() -> None:
         print(f"{args.n} articles, {size / 1024:.1f} KB of Markdown each")
         full = timed_build(site)
         print(f"full build from empty state:   {full:7.2f} s")
-        unchanged = timed_build(site)
-        print(f"rebuild, nothing changed:      {unchanged:7.2f} s")
-        (site / "content" / "zz-new.md").write_text(article(args.n, random.Random(1)), encoding="utf-8")
-        one = timed_build(site)
-        print(f"rebuild after adding one:      {one:7.2f} s")
+        unchanged = sorted(timed_build(site) for _ in range(args.repeat))
+        print(f"rebuild, nothing changed:      {median(unchanged):7.2f} s  (median of {args.repeat}, "
+              f"{unchanged[0]:.2f}–{unchanged[-1]:.2f})")
+        added = []
+        for extra in range(args.repeat):
+            (site / "content" / f"zz-new-{extra}.md").write_text(article(args.n + extra, random.Random(extra)),
+                                                                encoding="utf-8")
+            added.append(timed_build(site))
+        added.sort()
+        print(f"rebuild after adding one:      {median(added):7.2f} s  (median of {args.repeat}, "
+              f"{added[0]:.2f}–{added[-1]:.2f})")
         peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         print(f"peak memory of one process:    {peak:7.0f} MB")
     finally:
