@@ -270,3 +270,15 @@ def test_articles_dated_by_day_keep_distinct_updated_times(site, site_dir):
     stamps = [e.updated for e in atom.entries]
     assert len(stamps) == len(set(stamps))
     assert sorted(e.updated for e in atom.entries if e.title.startswith("same-"))[-1] == "2026-11-29T00:00:00+01:00"
+
+
+def test_tags_that_differ_only_in_case_are_one_tag(site, site_dir):
+    path = site_dir / "content" / "crlf.md"
+    path.write_bytes(b"---\r\ntitle: Windows lines\r\ndate: 2026-11-20 10:00:00 +01:00\r\n"
+                     b"tags: [IA, ia, Ia]\r\n---\r\n\r\nFirst paragraph here.\r\n\r\n- one\r\n- two\r\n")
+    report = build(site, now=NOW)
+    article = {p.article.slug: p.article for p in report.published}["crlf"]
+    assert article.tags == ("IA",)
+    assert article.summary == "First paragraph here."
+    entries = feedparser.parse((site.output_dir / "tags" / "ia" / "atom.xml").read_bytes()).entries
+    assert [e.title for e in entries] == ["Windows lines"]

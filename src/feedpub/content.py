@@ -214,6 +214,14 @@ class _FrontMatter:
         return [str(k) for k in self.data if k not in KNOWN_KEYS]
 
 
+def _distinct_tags(tags: tuple[str, ...]) -> tuple[str, ...]:
+    """Tags that name one tag page once: "IA", "ia" and "Ia" keep the first spelling."""
+    seen: dict[str, str] = {}
+    for tag in tags:
+        seen.setdefault(slugify(tag) or tag, tag)
+    return tuple(seen.values())
+
+
 def parse_article(site: Site, source: str, raw: bytes) -> tuple[Article, list[str]]:
     """Read one article from its bytes; return it with warnings about its front matter.
 
@@ -244,7 +252,7 @@ def parse_article(site: Site, source: str, raw: bytes) -> tuple[Article, list[st
         date=published,
         updated=meta.moment("updated", site.tz),
         author=meta.text_value("author"),
-        tags=meta.text_list("tags"),
+        tags=_distinct_tags(meta.text_list("tags")),
         draft=meta.flag("draft"),
         image=urljoin(base, image) if image else None,
         summary=meta.text_value("summary") or extract.lede(tree, site.extract.summary_length),
