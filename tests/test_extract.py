@@ -169,3 +169,17 @@ def test_key_points_are_capped_and_drop_nested_items():
     assert extract.key_points(fragment(f"<ol><li>a</li></ol><ul>{items}</ul>"), 3) == (
         "Point 0", "Point 1", "Point 2",
     )
+
+
+def test_a_table_of_contents_is_not_the_key_points(site):
+    from feedpub.content import parse_article
+
+    text = (
+        "---\ntitle: Guide complet\ndate: 2026-11-01\n---\n\n# Guide complet\n\nIntro paragraph.\n\n"
+        "- [Part one](#part-one)\n- [Part two](#part-two)\n\n## Part one\n\n- Real point\n- Another point\n\n"
+        "## Part two\n\nText.\n"
+    )
+    article, _ = parse_article(site, "guide.md", text.encode())
+    assert article.key_points == ("Real point", "Another point")
+    assert "<h1" not in article.html  # the heading that repeats the title is dropped
+    assert article.summary == "Intro paragraph."

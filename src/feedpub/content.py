@@ -16,7 +16,7 @@ from mistune.toc import add_toc_hook
 import yaml
 
 from . import extract
-from ._html import fragment, sanitize
+from ._html import fragment, sanitize, squash, strip_tags
 from .config import Site, yaml_problem
 from .errors import ContentError
 from .extract import Question
@@ -214,6 +214,17 @@ class _FrontMatter:
         return [str(k) for k in self.data if k not in KNOWN_KEYS]
 
 
+_LEADING_H1 = re.compile(r"^\s*<h1[^>]*>(.*?)</h1>\s*", re.S)
+
+
+def _without_title_heading(html: str, title: str) -> str:
+    """The body less an opening <h1> that repeats the title: pages and feeds show the title already."""
+    match = _LEADING_H1.match(html)
+    if match and squash(strip_tags(match.group(1))).casefold() == squash(title).casefold():
+        return html[match.end():]
+    return html
+
+
 def _distinct_tags(tags: tuple[str, ...]) -> tuple[str, ...]:
     """Tags that name one tag page once: "IA", "ia" and "Ia" keep the first spelling."""
     seen: dict[str, str] = {}
@@ -242,7 +253,7 @@ def parse_article(site: Site, source: str, raw: bytes) -> tuple[Article, list[st
     base = site.url("" if folder == "." else folder + "/")
     page = site.url(slug + "/")
 
-    html = sanitize(_markdown(body), base=base, page=page)
+    html = _without_title_heading(sanitize(_markdown(body), base=base, page=page), title)
     tree = fragment(html)
     image = meta.text_value("image")
     article = Article(

@@ -81,7 +81,7 @@ def lede(root: HtmlElement, limit: int) -> str:
 def key_points(root: HtmlElement, cap: int) -> tuple[str, ...]:
     """The top-level items of the article's first bullet list, without nested lists."""
     for ul in root.iter("ul"):
-        if any(a.tag in {"ul", "ol"} for a in ul.iterancestors()):
+        if any(a.tag in {"ul", "ol"} for a in ul.iterancestors()) or _is_table_of_contents(ul):
             continue
         items = []
         for li in ul.findall("li"):
@@ -93,6 +93,16 @@ def key_points(root: HtmlElement, cap: int) -> tuple[str, ...]:
         if items:
             return tuple(items[:cap])
     return ()
+
+
+def _is_table_of_contents(ul: HtmlElement) -> bool:
+    """A list whose every item is only a link to a section of the page ("Sommaire")."""
+    items = ul.findall("li")
+    for li in items:
+        links = li.findall("a")
+        if len(links) != 1 or "#" not in (links[0].get("href") or "") or text_of(links[0]) != text_of(li):
+            return False
+    return bool(items)
 
 
 def _normalized(text: str) -> str:
