@@ -135,7 +135,8 @@ def test_subscribe_confirm_receive_unsubscribe(serve, site_dir):
     assert confirmation["Subject"] == "Confirmez votre abonnement à IA-insights"
     body = confirmation.get_content()
     link = re.search(r"http://127\.0\.0\.1:8080/confirm\?token=\S+", body).group(0)
-    book = Subscribers(Store(load_site(site_dir).storage_url))
+    store = Store(load_site(site_dir).storage_url)
+    book = Subscribers(store)
     assert book.get("reader@example.net").status == "pending"
     confirmed = client.get(server.local(link))
     assert confirmed.status_code == 200 and "Merci" in confirmed.text
@@ -162,6 +163,7 @@ def test_subscribe_confirm_receive_unsubscribe(serve, site_dir):
                             env=ENV, check=True, capture_output=True, text=True)
     assert "0 messages queued" in result.stderr
     assert len([m for m in outbox(site_dir) if m["List-Id"]]) == 1
+    store.close()
 
 
 def test_forged_and_foreign_tokens_are_refused(serve, site_dir):
