@@ -282,3 +282,10 @@ def test_tags_that_differ_only_in_case_are_one_tag(site, site_dir):
     assert article.summary == "First paragraph here."
     entries = feedparser.parse((site.output_dir / "tags" / "ia" / "atom.xml").read_bytes()).entries
     assert [e.title for e in entries] == ["Windows lines"]
+
+
+def test_a_content_file_that_would_replace_a_generated_one_is_reported(site, site_dir):
+    (site_dir / "content" / "feed.xml").write_text("<rss/>", encoding="utf-8")
+    report = build(site, now=NOW)
+    assert report.errors == ["content/feed.xml:1: the site writes feed.xml itself; rename or move this file"]
+    assert feedparser.parse((site.output_dir / "feed.xml").read_bytes()).feed.title == "IA-insights"

@@ -237,7 +237,7 @@ class _Outputs:
 
 
 def _render_outputs(site: Site, catalog: Catalog, published: list[Published],
-                    assets: list[str], outputs: _Outputs) -> None:
+                    assets: list[str], outputs: _Outputs, report: BuildReport) -> None:
     # Anything that shapes every output: settings, templates, feedpub's code.
     context = _digest(site.fingerprint(), templating.fingerprint(site.templates_dir), code_fingerprint())
 
@@ -277,6 +277,10 @@ def _render_outputs(site: Site, catalog: Catalog, published: list[Published],
                 lambda: archive_page(site, ALL_ARTICLES, index))
 
     for asset in assets:
+        if asset in outputs.current:
+            report.errors.append(f"{site.content_dir.name}/{asset}:1: the site writes {asset} itself; "
+                                 f"rename or move this file")
+            continue
         stat = os.stat(os.path.join(site.content_dir, asset))
         outputs.add(asset, f"{stat.st_size}:{stat.st_mtime_ns}",
                     lambda a=asset: (site.content_dir / a).read_bytes())
@@ -349,7 +353,7 @@ def _build(site: Site, now: datetime) -> BuildReport:
 
         writer = Writer(site.output_dir)
         outputs = _Outputs(writer, catalog.outputs())
-        _render_outputs(site, catalog, report.published, assets, outputs)
+        _render_outputs(site, catalog, report.published, assets, outputs, report)
         report.removed = outputs.finish(catalog)
     report.written, report.unchanged = writer.written, writer.unchanged
     report.errors.sort()
