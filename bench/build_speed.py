@@ -4,7 +4,7 @@ Prints the full build from empty state, the rebuild after adding one article,
 a rebuild with nothing changed, and the peak memory of the build processes.
 
     python bench/build_speed.py            # N = 10,000
-    python bench/build_speed.py -n 2000 --keep /tmp/site
+    python bench/build_speed.py -n 2000 --keep bench-site
 """
 
 from __future__ import annotations
