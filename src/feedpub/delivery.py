@@ -108,14 +108,14 @@ def send_queued(site: Site, store: Store, *, environ: Mapping[str, str], schedul
                 stop: threading.Event | None = None, clock: Callable[[], datetime] = _utcnow,
                 on_progress: Callable[[SendReport], None] | None = None,
                 retry_delays: tuple[timedelta, ...] | None = None,
-                wait_for_retries: timedelta = timedelta(0), transport=None) -> SendReport:
+                wait_for_retries: timedelta = timedelta(0)) -> SendReport:
     """Send every due row of the ledger; return what happened.
 
     Rows in retry whose next attempt comes within WAIT_FOR_RETRIES are waited
     for; later ones are left for the next run.
     """
     stop = stop or threading.Event()
-    make_transport, connections = transport or transport_factory(site.email, environ)
+    make_transport, connections = transport_factory(site.email, environ)
     signer = Signer(secret_key(site, environ))
     ledger = Ledger(store, max_attempts=site.email.max_attempts,
                     **({"retry_delays": retry_delays} if retry_delays else {}))

@@ -20,7 +20,7 @@ from .config import Site
 from .content import Article, slugify
 from .extract import Question, shorten
 from .schedule import Digest
-from .templating import environment, long_date, words
+from .templating import long_date, site_environment, words
 
 if TYPE_CHECKING:
     from .build import Published
@@ -114,8 +114,7 @@ def _item(site: Site, article: Article, level: Excerpt) -> DigestItem:
 def subject_for(site: Site, digest: Digest, articles: list[Article], when: datetime) -> str:
     if len(articles) == 1:
         return one_line(articles[0].title)
-    env = environment(site.templates_dir)
-    template = env.from_string(digest.subject)
+    template = site_environment(site).from_string(digest.subject)
     return one_line(template.render(site=site, digest=digest, date=long_date(when, site.language),
                                     count=len(articles)))
 
@@ -193,7 +192,7 @@ def compose(site: Site, digest: Digest, articles: list[Article], *, when: dateti
             browser_url: str, archive_url: str) -> Composition:
     """Render one issue, shortening the excerpts until its HTML fits under Gmail's clipping size."""
     limit = site.email.max_html_bytes if site.email else 100_000
-    env = environment(site.templates_dir, site.state_dir / "templates-cache")
+    env = site_environment(site)
     css = env.loader.get_source(env, "digest.css")[0]
     timings = {"render": 0.0, "inline": 0.0}
     for level in excerpt_levels(digest.faq_questions):

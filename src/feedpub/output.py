@@ -58,9 +58,6 @@ class Writer:
         self.claim(relative)
         self.unchanged += 1
 
-    def exists(self, relative: str) -> bool:
-        return (self.root / relative).is_file()
-
     def remove(self, relative: str) -> None:
         """Delete an output that this build no longer produces, and empty folders left behind."""
         path = self.root / relative

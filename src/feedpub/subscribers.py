@@ -14,7 +14,7 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import delete, func, insert, select, update
 
 from .errors import FeedpubError
-from .store import Store, subscribers, subscriptions
+from .store import Store, deliveries, subscribers, subscriptions
 
 STATUSES = ("pending", "active", "unsubscribed", "bounced")
 _LIST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
@@ -122,8 +122,6 @@ class Subscribers:
             row = db.execute(select(subscribers.c.id).where(subscribers.c.email == email)).first()
             if row is None:
                 return False
-            from .store import deliveries  # deliveries reference the subscriber
-
             db.execute(delete(deliveries).where(deliveries.c.subscriber_id == row.id))
             db.execute(delete(subscriptions).where(subscriptions.c.subscriber_id == row.id))
             db.execute(delete(subscribers).where(subscribers.c.id == row.id))

@@ -79,6 +79,11 @@ def _format_date(day: date, pattern: str, language: str) -> str:
         return day.isoformat()
 
 
+def site_environment(site) -> jinja2.Environment:
+    """The environment of SITE's templates, compiled ones kept in its state folder."""
+    return environment(site.templates_dir, site.state_dir / "templates-cache")
+
+
 @cache
 def environment(site_templates: Path, cache_dir: Path | None = None) -> jinja2.Environment:
     """Autoescaping HTML environment; `.txt.j2` templates are left unescaped.
