@@ -317,7 +317,7 @@ def _parse_changed(site: Site, catalog: Catalog, sources: list[str], keys: dict[
                 catalog.save_parsed(rows)
                 rows.clear()
     catalog.save_parsed(rows)
-    catalog.prune_parsed(set(keys.values()))
+    catalog.forget_parsed(cached - set(keys.values()))  # every key saved above is a current one
     catalog.commit()
     return failed
 

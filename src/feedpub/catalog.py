@@ -133,8 +133,7 @@ class Catalog:
         record, html = self.db.execute("SELECT record, html FROM bodies WHERE key = ?", (key,)).fetchone()
         return from_record(json.loads(record), html)
 
-    def prune_parsed(self, keep: set[str]) -> None:
-        stale = self.parsed_keys() - keep
+    def forget_parsed(self, stale: set[str]) -> None:
         self.db.executemany("DELETE FROM parsed WHERE key = ?", ((k,) for k in stale))
         self.db.executemany("DELETE FROM bodies WHERE key = ?", ((k,) for k in stale))
 
