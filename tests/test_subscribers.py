@@ -82,7 +82,7 @@ def test_status_shows_delivery_counts(site_dir):
     assert before[2].startswith("  daily: list daily, next ") and before[2].endswith(", last window none")
     assert before[-2:] == ["issues:", "  no issue yet"]
     result = run(site_dir, "digest", "weekly", "--send")
-    assert "; 1 messages queued for list weekly\n" in result.output
+    assert "; 1 message queued for list weekly\n" in result.output
     assert "done: 1 sent" in result.output
     status = run(site_dir, "status").output
     assert "\n  weekly 2" in status

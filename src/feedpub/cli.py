@@ -9,6 +9,8 @@ import click
 from ._cli import configure_logging, now, report_problems, site_option
 from .cli_subscribers import subscribers
 
+EXIT_TRANSPORT_DOWN = 75  # EX_TEMPFAIL: try again later
+
 
 @click.group()
 @click.version_option(package_name="feedpub")
@@ -60,23 +62,22 @@ def check(site) -> None:
 @click.argument("name")
 @click.option("--preview", is_flag=True, help="Write the issue to public/preview/NAME/ and change no state.")
 @click.option("--timings", is_flag=True, help="Print the seconds spent in each step.")
-@click.option("--send", "and_send", is_flag=True, help="Queue the issue for its list and send it.")
+@click.option("--send", "and_send", is_flag=True, help="Also send what is queued, now.")
 @site_option
 def digest(site, name: str, preview: bool, timings: bool, and_send: bool) -> None:
-    """Compose digest NAME now from the articles first published since its last issue.
+    """Compose digest NAME now from the articles first published since its last issue, and queue it.
 
+    The issue is queued for every active subscriber of its list in the same
+    step; `feedpub serve` or `feedpub send` delivers it, or --send now.
     Example: feedpub digest weekly --preview
     """
-    from .jobs import compose_and_queue, compose_digest, open_store
+    from .jobs import compose_digest, open_store
     from .schedule import load_schedule
 
     schedule = load_schedule(site.root, site.timezone)
     store = open_store(site)
     try:
-        if and_send and not preview:
-            outcome = compose_and_queue(site, schedule, name, store, now=now(site))
-        else:
-            outcome = compose_digest(site, schedule, name, store, preview=preview)
+        outcome = compose_digest(site, schedule, name, store, now=now(site), preview=preview)
         report_problems(outcome.build.errors, outcome.build.warnings)
         click.echo(outcome.message)
         for path in outcome.preview_files:
@@ -114,10 +115,21 @@ def _run_send(site, store) -> None:
         progress.close()
     for problem in report.problems:
         click.echo(f"error: {problem}", err=True)
+    for reason, addresses in report.refusals.items():
+        shown = ", ".join(addresses[:5]) + (f" and {len(addresses) - 5} more" if len(addresses) > 5 else "")
+        click.echo(f"not sent ({len(addresses)}): {reason}: {shown}", err=True)
+    if report.slowed_to is not None:
+        click.echo(f"the server asked to slow down: sending at {report.slowed_to:.2g} messages/s", err=True)
+    if report.transport_error:
+        when = f"{report.retry_at.astimezone(site.tz):%H:%M:%S}" if report.retry_at else "later"
+        click.echo(f"transport down: {report.transport_error}; unsent messages stay queued "
+                   f"(the service tries again at {when}; `feedpub send` tries now)", err=True)
     state = "stopped" if report.stopped else "done"
     click.echo(f"{state}: {report.sent} sent, {report.retrying} to retry, {report.failed} failed "
                f"({report.bounced} bounced), {report.recovered} resumed; {report.rate:.0f} messages/s")
-    if report.problems:
+    if report.transport_error:
+        sys.exit(EXIT_TRANSPORT_DOWN)
+    if report.problems or report.failed:
         sys.exit(1)
 
 
@@ -153,16 +165,27 @@ class _progress:
 
 
 @main.command()
+@click.option("--retry-failed", "retry_failed", is_flag=True,
+              help="First put failed messages back in the queue (of ISSUE only, when given).")
+@click.argument("issue", required=False, type=int)
 @site_option
-def send(site) -> None:
+def send(site, retry_failed: bool, issue: int | None) -> None:
     """Send every queued message; after a crash, resume where it stopped.
 
-    Example: feedpub send
+    Exits 0 when all went, 1 when some messages failed, 75 when the mail
+    server could not be used (the messages stay queued).
+    Example: feedpub send --retry-failed
     """
     from .jobs import open_store
+    from .ledger import Ledger
 
+    if issue is not None and not retry_failed:
+        raise click.UsageError("an ISSUE is only for --retry-failed")
     store = open_store(site)
     try:
+        if retry_failed:
+            requeued = Ledger(store).retry_failed(issue)
+            click.echo(f"{requeued} failed {'message' if requeued == 1 else 'messages'} queued again")
         _run_send(site, store)
     finally:
         store.close()
@@ -176,6 +199,7 @@ def status(site) -> None:
     Example: feedpub status
     """
     from .cron import next_fire
+    from .health import read_health
     from .jobs import open_store
     from .ledger import Ledger
     from .schedule import load_schedule
@@ -195,8 +219,15 @@ def status(site) -> None:
             upcoming_text = f"{upcoming:%Y-%m-%d %H:%M %Z}" if upcoming else "never (no cron)"
             last_text = f"{last.astimezone(schedule.tz):%Y-%m-%d %H:%M}" if last else "none"
             click.echo(f"  {name}: list {digest.list}, next {upcoming_text}, last window {last_text}")
+        health = read_health(store)
     finally:
         store.close()
+    for transport in health:
+        if transport.last_error and transport.faults:
+            retry = transport.retry_at.astimezone(site.tz) if transport.retry_at else None
+            click.echo(f"transport {transport.name}: {transport.last_error} "
+                       f"(at {transport.last_error_at.astimezone(site.tz):%Y-%m-%d %H:%M:%S}"
+                       + (f"; next try at {retry:%Y-%m-%d %H:%M:%S}" if retry else "") + ")")
     click.echo("issues:")
     if not rows:
         click.echo("  no issue yet")

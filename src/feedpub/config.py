@@ -63,6 +63,7 @@ class EmailSettings:
     from_name: str
     from_address: str
     reply_to: str | None = None
+    return_path: str | None = None  # the envelope sender, where bounces go; default the From address
     smtp: SMTPSettings | None = None  # None: messages go to the Maildir outbox
     outbox: Path = Path("outbox")
     dkim: DKIMSettings | None = None
@@ -72,6 +73,10 @@ class EmailSettings:
     @property
     def domain(self) -> str:
         return self.from_address.rpartition("@")[2]
+
+    @property
+    def envelope_sender(self) -> str:
+        return self.return_path or self.from_address
 
 
 @dataclass(frozen=True)
@@ -289,6 +294,19 @@ def _mailbox(text: str) -> tuple[str, str] | None:
     return (match["name"] or "").strip(), match["angled"] or match["bare"]
 
 
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*(?:/\s*(s|sec|second|m|min|minute|h|hour))?\s*$", re.I)
+_PER = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
+
+
+def _rate(block: Section) -> float:
+    """Messages per second from `12/s`, `30/min`, `2000/h`, `0.5` (per second); 0 means no limit."""
+    value = block._get("rate", 0, False)
+    match = _RATE.match(str(value)) if not isinstance(value, bool) else None
+    if match is None:
+        raise block.error("rate", f"{value!r} is not a rate such as 12/s, 30/min or 2000/h")
+    return float(match[1]) / _PER[(match[2] or "s").lower()]
+
+
 def _email(top: Section, root: Path, title: object) -> EmailSettings:
     """The email settings; by default mail from the site's author to the outbox."""
     section = top.section("email")
@@ -312,7 +330,7 @@ def _email(top: Section, root: Path, title: object) -> EmailSettings:
             password_env=block.str("password_env", "FEEDPUB_SMTP_PASSWORD"),
             connections=block.int("connections", 4, minimum=1),
             per_connection=block.int("per_connection", 100, minimum=1),
-            rate=float(block.int("rate", 0, minimum=0)),
+            rate=_rate(block),
             timeout=float(block.int("timeout", 30, minimum=1)),
         )
         block.check_unknown()
@@ -325,6 +343,9 @@ def _email(top: Section, root: Path, title: object) -> EmailSettings:
             domain=block.str("domain", address.rpartition("@")[2]),
         )
         block.check_unknown()
+    return_path = section.str("return_path")
+    if return_path is not None and _mailbox(return_path) is None:
+        raise section.error("return_path", f"{return_path!r} is not an email address")
     reply_to = section.str("reply_to")
     if reply_to is not None and _mailbox(reply_to) is None:
         raise section.error("reply_to", f"{reply_to!r} is not an email address")
@@ -332,6 +353,7 @@ def _email(top: Section, root: Path, title: object) -> EmailSettings:
         from_name=name,
         from_address=address,
         reply_to=reply_to,
+        return_path=_mailbox(return_path)[1] if return_path else None,
         smtp=smtp,
         outbox=root / section.str("outbox", "outbox"),
         dkim=dkim,

@@ -1,9 +1,11 @@
-"""Sending what the ledger holds: several connections, a rate limit, retries, clean stops.
+"""Sending what the ledger holds: several connections, a pace, a circuit breaker, clean stops.
 
-The main thread claims batches of due rows; sending threads, each with its own
-connection, render each reader's copy, send it and record the outcome before
-taking the next. A stop request (SIGTERM) lets every thread finish and record
-the message in its hands, and puts the untried rows back.
+The main thread leases batches of due rows; sending threads, each with its own
+connection, build each reader's copy, send it and record the outcome before
+taking the next. Whose fault a refusal is decides what happens: a reply about
+the reader stays on that reader's row; a fault of the server opens the breaker
+and every untried row goes back to the queue, charged nothing. A stop request
+(SIGTERM) lets every thread finish the message in its hands.
 """
 
 from __future__ import annotations
@@ -11,56 +13,46 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from .config import Site
-from .ledger import Job, Ledger
-from .mail import IssueMessage, Letter, Recipient
+from .health import THROTTLES, Breaker, Pace
+from .ledger import LEASE, Job, Ledger
+from .mail import IssueMessage, Letter, Recipient, envelope_address
+from .notices import confirmation
 from .schedule import Schedule
 from .store import Store
 from .tokens import Signer, TokenSubject, secret_key
-from .transports import PermanentFailure, TemporaryFailure, transport_factory
+from .transports import (DeliveryFailure, PermanentFailure, TemporaryFailure, Throttled, TransportFault,
+                         transport_factory)
 
 UNSUBSCRIBE_PATH = "unsubscribe?token={token}"
+JOURNAL_FILE = "accepted.journal"
 
 
 @dataclass
 class SendReport:
-    recovered: int = 0  # rows a previous sender left in `sending`
+    recovered: int = 0  # rows a dead sender had left under an expired lease
     sent: int = 0
     failed: int = 0
     retrying: int = 0
     bounced: int = 0
     stopped: bool = False
     seconds: float = 0.0
-    problems: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # what stopped the sender itself
+    refusals: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))  # reason -> addresses
+    transport_error: str | None = None  # the fault that opened the breaker
+    retry_at: datetime | None = None  # ... and when the transport is tried again
+    slowed_to: float | None = None  # messages a second, after the server throttled
 
     @property
     def rate(self) -> float:
         return self.sent / self.seconds if self.seconds else 0.0
-
-
-class RateLimiter:
-    """At most RATE messages a second over all threads (a token bucket one second deep)."""
-
-    def __init__(self, rate: float) -> None:
-        self.rate = rate
-        self._lock = threading.Lock()
-        self._tokens, self._stamp = max(rate, 1.0), time.monotonic()
-
-    def take(self) -> None:
-        if self.rate <= 0:
-            return
-        with self._lock:
-            now = time.monotonic()
-            self._tokens = min(max(self.rate, 1.0), self._tokens + (now - self._stamp) * self.rate)
-            self._stamp = now
-            wait = (1 - self._tokens) / self.rate if self._tokens < 1 else 0.0
-            self._tokens -= 1
-        if wait > 0:
-            time.sleep(wait)
 
 
 def _utcnow() -> datetime:
@@ -68,23 +60,33 @@ def _utcnow() -> datetime:
 
 
 class _Messages:
-    """Each issue's serialized message, built once, shared by the sending threads."""
+    """Builds each job's bytes; each issue's message is serialized once and shared by the threads."""
 
-    def __init__(self, site: Site, store: Store, schedule: Schedule | None, now: datetime) -> None:
-        self.site, self.store, self.schedule, self.now = site, store, schedule, now
-        self._cache: dict[int, IssueMessage] = {}
+    def __init__(self, site: Site, store: Store, schedule: Schedule | None, signer: Signer, now: datetime) -> None:
+        self.site, self.store, self.schedule, self.signer, self.now = site, store, schedule, signer, now
+        self._issues: dict[int, IssueMessage] = {}
         self._lock = threading.Lock()
 
-    def __call__(self, issue_id: int) -> IssueMessage:
+    def _issue(self, issue_id: int) -> IssueMessage:
         with self._lock:
-            if issue_id not in self._cache:
+            if issue_id not in self._issues:
                 issue = self.store.issue(issue_id)
                 digest = self.schedule.digests.get(issue.digest) if self.schedule else None
                 letter = Letter(issue.id, issue.digest, digest.title if digest else issue.digest,
                                 issue.subject, issue.html, issue.text)
-                self._cache[issue_id] = IssueMessage(self.site, letter, date=self.now,
-                                                     unsubscribe_url=self.site.url(UNSUBSCRIBE_PATH))
-            return self._cache[issue_id]
+                self._issues[issue_id] = IssueMessage(self.site, letter, date=self.now,
+                                                      unsubscribe_url=self.site.url(UNSUBSCRIBE_PATH))
+            return self._issues[issue_id]
+
+    def __call__(self, job: Job) -> bytes:
+        if job.kind == "confirm":
+            lists = [n for n in job.list.split(",") if n]
+            token = self.signer.make("confirm", TokenSubject(job.subscriber_id, job.email, job.list))
+            return confirmation(self.site, self.schedule, to=job.email, token=token, lists=lists,
+                                date=self.now, message_id=job.message_id)
+        token = self.signer.make("unsubscribe", TokenSubject(job.subscriber_id, job.email, job.list))
+        return self._issue(job.issue_id).render(Recipient(job.subscriber_id, job.email, job.name), token,
+                                                job.message_id)
 
 
 def _dkim_signer(site: Site) -> Callable[[bytes], bytes]:
@@ -104,10 +106,35 @@ def _dkim_signer(site: Site) -> Callable[[bytes], bytes]:
     return sign
 
 
+class _Unrecorded(Exception):
+    """The server accepted a message but the database did not take the fact."""
+
+
+class _Heartbeat:
+    """Renews the sender's leases while it lives, so no other sender takes its rows."""
+
+    def __init__(self, ledger: Ledger, clock: Callable[[], datetime]) -> None:
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._beat, args=(ledger, clock), name="feedpub-lease",
+                                        daemon=True)
+        self._thread.start()
+
+    def _beat(self, ledger: Ledger, clock) -> None:
+        while not self._done.wait(ledger.lease.total_seconds() / 3):
+            try:
+                ledger.renew(clock())
+            except SQLAlchemyError:
+                pass  # a busy database: the next beat tries again, well before the lease ends
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+
 def send_queued(site: Site, store: Store, *, environ: Mapping[str, str], schedule: Schedule | None = None,
                 stop: threading.Event | None = None, clock: Callable[[], datetime] = _utcnow,
                 on_progress: Callable[[SendReport], None] | None = None,
-                retry_delays: tuple[timedelta, ...] | None = None,
+                retry_delays: tuple[timedelta, ...] | None = None, lease: timedelta = LEASE,
                 wait_for_retries: timedelta = timedelta(0)) -> SendReport:
     """Send every due row of the ledger; return what happened.
 
@@ -116,58 +143,95 @@ def send_queued(site: Site, store: Store, *, environ: Mapping[str, str], schedul
     """
     stop = stop or threading.Event()
     make_transport, connections = transport_factory(site.email, environ)
-    signer = Signer(secret_key(site, environ))
-    ledger = Ledger(store, max_attempts=site.email.max_attempts,
+    ledger = Ledger(store, max_attempts=site.email.max_attempts, lease=lease, domain=site.email.domain,
+                    journal=site.state_dir / JOURNAL_FILE,
                     **({"retry_delays": retry_delays} if retry_delays else {}))
-    messages = _Messages(site, store, schedule, clock())
+    messages = _Messages(site, store, schedule, Signer(secret_key(site, environ)), clock())
     sign = _dkim_signer(site)
-    limiter = RateLimiter(site.email.smtp.rate if site.email.smtp else 0)
-    report = SendReport(recovered=ledger.recover())
+    pace = Pace(site.email.smtp.rate if site.email.smtp else 0)
+    ledger.replay_journal()
+    ledger.repair(clock())
+    report = SendReport(recovered=ledger.expired(clock()))
+    breaker = Breaker(store, make_transport().name)
+    halt = threading.Event()  # the breaker opened, or the database failed: stop taking rows
     started = time.perf_counter()
     jobs: queue.Queue[Job | None] = queue.Queue()
     untried: list[Job] = []
     lock = threading.Lock()
 
-    def deliver(transport, job: Job) -> None:
-        token = signer.make("unsubscribe", TokenSubject(job.subscriber_id, job.email, job.list))
-        data = sign(messages(job.issue_id).render(Recipient(job.subscriber_id, job.email, job.name), token))
-        try:
-            transport.send(site.email.from_address, job.email, data)
-        except TemporaryFailure as exc:
-            gave_up = ledger.retry(job, str(exc), clock()) == "failed"
-            with lock:
-                if gave_up:
-                    report.failed += 1
-                else:
-                    report.retrying += 1
-        except PermanentFailure as exc:
+    def refused(job: Job, exc: DeliveryFailure) -> None:
+        if isinstance(exc, PermanentFailure):
             ledger.failed(job, str(exc), bounced=exc.unknown_recipient, now=clock())
-            with lock:
-                report.failed += 1
-                report.bounced += exc.unknown_recipient
+            outcome = "failed"
         else:
-            ledger.sent(job, "accepted")
+            outcome = ledger.retry(job, str(exc), clock())
+        with lock:
+            if outcome == "failed":
+                report.failed += 1
+                report.bounced += isinstance(exc, PermanentFailure) and exc.unknown_recipient
+                report.refusals[str(exc)].append(job.email)
+            else:
+                report.retrying += 1
+
+    def attempt(transport, job: Job) -> bool:
+        """Send JOB until it is accepted or refused; False when the transport failed instead."""
+        throttles = 0
+        while True:
+            try:
+                address = envelope_address(job.email)
+                data = sign(messages(job))
+                pace.take()
+                transport.send(site.email.envelope_sender, address.text, data, smtputf8=address.smtputf8)
+            except Throttled as exc:
+                throttles += 1
+                with lock:
+                    report.slowed_to = pace.slow_down()
+                if throttles >= THROTTLES and breaker.fault(f"throttled: {exc}", clock()):
+                    return False
+                if stop.wait(min(2.0 ** throttles, 60.0)) or halt.is_set():
+                    return False
+                continue
+            except TransportFault as exc:
+                if breaker.fault(str(exc), clock(), lasting=exc.lasting):
+                    return False
+                continue  # a dropped connection: once more, on a new one
+            except (TemporaryFailure, PermanentFailure) as exc:
+                refused(job, exc)
+                return True
+            except (ValueError, UnicodeError, LookupError) as exc:  # this row cannot become a message
+                refused(job, PermanentFailure(None, f"cannot be sent: {exc}"))
+                return True
+            breaker.success()
+            pace.accepted()
+            try:
+                ledger.sent(job, "accepted")
+            except SQLAlchemyError as exc:
+                raise _Unrecorded(exc) from exc
             with lock:
                 report.sent += 1
+            return True
 
     def work() -> None:
         transport = make_transport()
         try:
             while (job := jobs.get()) is not None:
                 try:
-                    if stop.is_set():
+                    if stop.is_set() or halt.is_set() or not attempt(transport, job):
                         with lock:
                             untried.append(job)
+                        halt.set()
                         continue
-                    limiter.take()
-                    deliver(transport, job)
                     if on_progress:
                         on_progress(report)
-                except Exception as exc:  # a bug or a broken database: stop cleanly, then report it
+                except _Unrecorded as exc:  # sent, and kept in the journal: not to be sent again
+                    with lock:
+                        report.problems.append(f"the database did not record a sent message: {exc.__cause__}")
+                    halt.set()
+                except Exception as exc:  # a broken database, or a bug: stop cleanly, then report it
                     with lock:
                         report.problems.append(f"{type(exc).__name__}: {exc}")
                         untried.append(job)
-                    stop.set()
+                    halt.set()
                 finally:
                     jobs.task_done()
         finally:
@@ -176,8 +240,10 @@ def send_queued(site: Site, store: Store, *, environ: Mapping[str, str], schedul
     threads = [threading.Thread(target=work, name=f"feedpub-send-{n}", daemon=True) for n in range(connections)]
     for thread in threads:
         thread.start()
+    heartbeat = _Heartbeat(ledger, clock)
     try:
-        while not stop.is_set():
+        while not stop.is_set() and not halt.is_set():
+            ledger.replay_journal()
             batch = ledger.claim(connections * 32, clock())
             if not batch:
                 if not _wait_for_retry(ledger, clock, wait_for_retries, stop):
@@ -191,15 +257,20 @@ def send_queued(site: Site, store: Store, *, environ: Mapping[str, str], schedul
             jobs.put(None)
         for thread in threads:
             thread.join()
-        ledger.release(untried)
+        heartbeat.stop()
+        try:
+            ledger.release(untried)
+        except SQLAlchemyError as exc:  # their leases run out, and another run takes them back
+            report.problems.append(f"could not put {len(untried)} rows back in the queue: {exc}")
         ledger.close()
-    report.stopped = stop.is_set()
+    report.transport_error, report.retry_at = breaker.error, breaker.retry_at
+    report.stopped = stop.is_set() or halt.is_set()
     report.seconds = time.perf_counter() - started
     return report
 
 
 def _wait_for_retry(ledger: Ledger, clock, limit: timedelta, stop: threading.Event) -> bool:
-    """Sleep until the next retry if it comes within LIMIT; False when there is nothing to wait for."""
+    """Sleep until the next row comes due if that is within LIMIT; False when there is nothing to wait for."""
     upcoming = ledger.next_retry()
     if upcoming is None:
         return False

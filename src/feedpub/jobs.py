@@ -95,19 +95,30 @@ def compose_digest(site: Site, schedule: Schedule, name: str, store: Store, *,
         return DigestOutcome(f"{name}: preview of {len(articles)} articles written{note}", report, chosen,
                              composition, preview_files=files, timings=clock.laps)
 
-    issue = store.add_issue(
-        digest=name, slug=slug, list=digest.list, window_end=window_end, subject=composition.subject,
-        preheader=composition.preheader, html=composition.html, text=composition.text,
-        articles=[{"id": p.id, "slug": p.article.slug, "title": p.article.title} for p in chosen],
-        created_at=now,
-    )
+    # The issue and its rows are one transaction: after a crash there is either no
+    # issue, or an issue queued for every subscriber its list had.
+    with store.engine.begin() as db:
+        issue_id = store.add_issue(
+            db, digest=name, slug=slug, list=digest.list, window_end=window_end, subject=composition.subject,
+            preheader=composition.preheader, html=composition.html, text=composition.text,
+            articles=[{"id": p.id, "slug": p.article.slug, "title": p.article.title} for p in chosen],
+            created_at=now,
+        )
+        queued = Ledger(store).queue(db, issue_id, digest.list) if issue_id is not None else 0
     clock.lap("store")
-    if issue is None:
+    if issue_id is None:
         return DigestOutcome(f"{name}: an issue for this window exists already", report, chosen)
+    issue = store.issue(issue_id)
     publish_archive(site, digest, store)
     clock.lap("archive")
-    return DigestOutcome(f"{name}: issue {issue.slug} composed with {len(articles)} articles: "
-                         f"{issue.subject}", report, chosen, composition, issue, timings=clock.laps)
+    return DigestOutcome(f"{name}: issue {issue.slug} composed with {count(len(articles), 'article')}: "
+                         f"{issue.subject}; {count(queued, 'message')} queued for list {issue.list}",
+                         report, chosen, composition, issue, timings=clock.laps)
+
+
+def count(number: int, noun: str) -> str:
+    """'1 article', '2 articles'."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 class _Stopwatch:
@@ -151,7 +162,7 @@ def _write_preview(site: Site, digest: Digest, composition: Composition, now: da
     files = {
         "issue.html": personalize(composition.html, values, html=True).encode(),
         "issue.txt": personalize(composition.text, values, html=False).encode(),
-        "issue.eml": message.render(sample, "preview"),
+        "issue.eml": message.render(sample, "preview", f"<preview@{site.email.domain}>"),
     }
     for name, data in files.items():
         write_atomic(folder / name, data)
@@ -181,17 +192,7 @@ def run_scheduled_digest(site: Site, schedule: Schedule, name: str, store: Store
         minutes = int(late.total_seconds() // 60)
         return (f"{name}: skipped the issue due {fire:%Y-%m-%d %H:%M}: {minutes} minutes late, past the grace "
                 f"time of {int(schedule.grace.total_seconds() // 60)} minutes; the next issue covers its articles")
-    outcome = compose_and_queue(site, schedule, name, store, now=now, window_end=fire)
+    outcome = compose_digest(site, schedule, name, store, now=now, window_end=fire)
     if outcome.issue is not None:
         send()
     return outcome.message
-
-
-def compose_and_queue(site: Site, schedule: Schedule, name: str, store: Store, *, now: datetime,
-                      window_end: datetime | None = None) -> DigestOutcome:
-    """Compose digest NAME and queue the new issue for every active subscriber of its list."""
-    outcome = compose_digest(site, schedule, name, store, now=now, window_end=window_end)
-    if outcome.issue is not None:
-        queued = Ledger(store).queue(outcome.issue.id, outcome.issue.list)
-        outcome.message += f"; {queued} messages queued for list {outcome.issue.list}"
-    return outcome

@@ -10,7 +10,6 @@ MIME message each time.
 from __future__ import annotations
 
 import binascii
-import hashlib
 import html as html_lib
 import re
 from dataclasses import dataclass
@@ -18,8 +17,10 @@ from datetime import datetime
 from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import format_datetime, formataddr, make_msgid
+from email.utils import format_datetime, formataddr
 from urllib.parse import quote
+
+import idna
 
 from .config import Site
 from .digest import PERSONAL, one_line
@@ -126,19 +127,14 @@ class IssueMessage:
         self._body = rest.replace(_TEXT_BODY.encode() + b"\r\n", b"\0TEXT\0").replace(
             _HTML_BODY.encode() + b"\r\n", b"\0HTML\0").split(b"\0")
 
-    def message_id(self, recipient: Recipient) -> str:
-        """Stable for one (issue, recipient): a resent copy is recognisably the same message."""
-        tag = hashlib.blake2b(f"{self.letter.issue_id}:{recipient.id}:{recipient.email}".encode(),
-                              digest_size=6).hexdigest()
-        return f"<{self.letter.issue_id}.{recipient.id}.{tag}@{self.domain}>"
-
-    def render(self, recipient: Recipient, token: str) -> bytes:
-        """One recipient's copy, ready for SMTP."""
+    def render(self, recipient: Recipient, token: str, message_id: str) -> bytes:
+        """One recipient's copy, ready for SMTP; MESSAGE_ID is the one its delivery row keeps."""
         link = self.unsubscribe_url.format(token=quote(token, safe=""))
         mailto = f"mailto:unsubscribe@{self.domain}?subject=unsubscribe%20{quote(token, safe='')}"
-        to = formataddr((one_line(recipient.name), recipient.email), charset="utf-8")
-        head = to.encode("ascii").join(self._head)
-        head = head.replace(f"<{_MESSAGE_ID}@{self.domain}>".encode(), self.message_id(recipient).encode())
+        address = envelope_address(recipient.email)
+        to = formataddr((one_line(recipient.name), address.text), charset="utf-8")
+        head = to.encode("utf-8").join(self._head)
+        head = head.replace(f"<{_MESSAGE_ID}@{self.domain}>".encode(), one_line(message_id).encode("ascii"))
         head = head.replace(_UNSUBSCRIBE_HEADER.encode(), f"<{link}>, <{mailto}>".encode("ascii"))
         values = {"unsubscribe_url": link, "name": one_line(recipient.name)}
         parts = {b"TEXT": self._text.fill(values), b"HTML": self._html.fill(values)}
@@ -146,15 +142,39 @@ class IssueMessage:
         return head + b"\r\n\r\n" + body
 
 
-def simple_message(site: Site, *, to: str, subject: str, text: str, date: datetime) -> bytes:
+@dataclass(frozen=True)
+class EnvelopeAddress:
+    """An address as SMTP must carry it: the domain in IDNA (punycode), the local part as written."""
+
+    text: str
+    smtputf8: bool  # the local part is not ASCII: only a server offering SMTPUTF8 takes it
+
+
+def envelope_address(address: str) -> EnvelopeAddress:
+    """ADDRESS with a non-ASCII domain turned into its IDNA form; ValueError when it has no valid one."""
+    local, _, domain = address.rpartition("@")
+    if not domain.isascii():
+        try:
+            domain = idna.encode(domain, uts46=True).decode("ascii")
+        except idna.IDNAError as exc:
+            raise ValueError(f"the domain of {address!r} has no IDNA form: {exc}") from None
+    if not local or any(c in local for c in "\r\n<>"):
+        raise ValueError(f"{address!r} is not an address that can be sent to")
+    return EnvelopeAddress(f"{local}@{domain}", not local.isascii())
+
+
+def simple_message(site: Site, *, to: str, subject: str, text: str, date: datetime, message_id: str) -> bytes:
     """A short plain-text message from the site, such as a subscription confirmation."""
     email = site.email
-    message = EmailMessage(policy=_POLICY)
+    address = envelope_address(to)
+    message = EmailMessage(policy=_POLICY.clone(utf8=True) if address.smtputf8 else _POLICY)
     message["From"] = Address(display_name=one_line(email.from_name), addr_spec=email.from_address)
-    message["To"] = to
+    message["To"] = address.text
+    if email.reply_to:
+        message["Reply-To"] = email.reply_to
     message["Subject"] = one_line(subject)
     message["Date"] = format_datetime(date)
-    message["Message-ID"] = make_msgid(domain=email.domain)
+    message["Message-ID"] = one_line(message_id)
     message["Auto-Submitted"] = "auto-generated"
     message.set_content(text, charset="utf-8", cte="quoted-printable")
     return message.as_bytes()

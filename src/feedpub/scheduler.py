@@ -19,7 +19,8 @@ from .build import build
 from .config import Site
 from .cron import cron_trigger
 from .delivery import send_queued
-from .jobs import compose_and_queue, run_scheduled_digest
+from .health import read_health
+from .jobs import compose_digest, run_scheduled_digest
 from .ledger import Ledger
 from .schedule import Schedule
 from .store import Store
@@ -55,7 +56,7 @@ class Service:
 
     def digest_now(self, name: str) -> None:
         """Compose digest NAME now, whatever its cron time, then send it."""
-        outcome = compose_and_queue(self.site, self.schedule, name, self.store, now=self.clock())
+        outcome = compose_digest(self.site, self.schedule, name, self.store, now=self.clock())
         log.info("digest %s", outcome.message)
         if outcome.issue is not None:
             self.send()
@@ -66,6 +67,12 @@ class Service:
         try:
             if not Ledger(self.store).waiting():
                 return
+            now = self.clock()
+            resting = [h for h in read_health(self.store) if h.open(now)]
+            if resting:  # the breaker is open: the transport is tried again at its time, not before
+                log.info("send: waiting until %s: %s", f"{resting[0].retry_at.astimezone(self.schedule.tz):%H:%M:%S}",
+                         resting[0].last_error)
+                return
             report = send_queued(self.site, self.store, environ=self.environ, schedule=self.schedule,
                                  stop=self.stopping)
             log.info("send: %d sent, %d to retry, %d failed (%d bounced), %d resumed, %.0f messages/s%s",
@@ -73,8 +80,16 @@ class Service:
                      ", stopped" if report.stopped else "")
             for problem in report.problems:
                 log.error("send: %s", problem)
+            for reason, addresses in report.refusals.items():
+                log.warning("send: %d not sent: %s", len(addresses), reason)
+            if report.transport_error:
+                log.warning("send: transport down, messages stay queued: %s", report.transport_error)
         finally:
             self._sending.release()
+
+    def send_soon(self) -> None:
+        """Send what is queued now, in the background, unless a send is already under way."""
+        threading.Thread(target=self.send, name="feedpub-send-soon", daemon=True).start()
 
     def catch_up(self) -> None:
         """Run every digest once: a window due while the service was down is composed now."""

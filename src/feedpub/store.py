@@ -25,11 +25,10 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
-    insert,
     select,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects import postgresql, sqlite
 
 
 class UTCDateTime(TypeDecorator):
@@ -65,6 +64,9 @@ issues = Table(
     Column("text", Text, nullable=False),
     Column("articles", Text, nullable=False),  # JSON: [{"id", "slug", "title"}]
     Column("created_at", UTCDateTime, nullable=False),
+    # Set in the transaction that queued its rows; NULL only on issues of an older
+    # version, whose rows are queued when the ledger is opened.
+    Column("queued_at", UTCDateTime),
     UniqueConstraint("digest", "window_end"),
     UniqueConstraint("digest", "slug"),
 )
@@ -94,14 +96,30 @@ deliveries = Table(
     "deliveries",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("issue_id", ForeignKey("issues.id"), nullable=False, index=True),
+    Column("kind", String(20), nullable=False, default="digest"),  # digest, confirm
+    Column("issue_id", ForeignKey("issues.id"), index=True),  # NULL for a confirmation
     Column("subscriber_id", ForeignKey("subscribers.id", ondelete="CASCADE"), nullable=False),
+    Column("payload", Text),  # JSON: what a confirmation is for ({"lists": [...]})
     Column("status", String(20), nullable=False, index=True),  # pending, sending, sent, retry, failed, skipped
     Column("attempts", Integer, nullable=False, default=0),
     Column("next_attempt_at", UTCDateTime),
     Column("last_reply", Text),
     Column("sent_at", UTCDateTime),
+    Column("message_id", String(200)),  # chosen at the first claim, kept for every retry
+    Column("lease_owner", String(64)),  # the sender holding a row in `sending`
+    Column("lease_until", UTCDateTime),  # ... until then, unless it renews the lease
     UniqueConstraint("issue_id", "subscriber_id"),
+)
+
+# What the senders know of each transport: its last fault and when to try it again.
+transport_health = Table(
+    "transport_health",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("faults", Integer, nullable=False, default=0),  # consecutive, reset by a success
+    Column("last_error", Text),
+    Column("last_error_at", UTCDateTime),
+    Column("retry_at", UTCDateTime),  # the breaker stays open until then
 )
 
 
@@ -118,6 +136,12 @@ class Issue:
     text: str
     articles: list[dict]
     created_at: datetime
+    queued_at: datetime | None = None
+
+
+def dialect_insert(db):
+    """INSERT with ON CONFLICT for the database behind DB (SQLite or PostgreSQL)."""
+    return (sqlite if db.dialect.name == "sqlite" else postgresql).insert
 
 
 def _issue(row) -> Issue:
@@ -131,7 +155,7 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")  # readers never wait for the sender
     # Commits survive the process being killed; only a power cut may lose the last ones.
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 
@@ -146,6 +170,7 @@ class Store:
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         metadata.create_all(self.engine)
+        upgrade(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -158,18 +183,18 @@ class Store:
             value = db.execute(query).scalar()
         return value.replace(tzinfo=timezone.utc) if value is not None and value.tzinfo is None else value
 
-    def add_issue(self, *, digest: str, slug: str, list: str, window_end: datetime, subject: str, preheader: str,
-                  html: str, text: str, articles: list[dict], created_at: datetime) -> Issue | None:
-        """Store a composed issue; None when this digest already has one for WINDOW_END."""
+    def add_issue(self, db, *, digest: str, slug: str, list: str, window_end: datetime, subject: str,
+                  preheader: str, html: str, text: str, articles: list[dict], created_at: datetime) -> int | None:
+        """Store a composed issue in the transaction DB; its id, or None when this digest has one for WINDOW_END.
+
+        The caller queues its rows in the same transaction (see Ledger.queue),
+        so an issue never exists without its audience.
+        """
         values = dict(digest=digest, slug=slug, list=list, window_end=window_end, subject=subject, preheader=preheader,
                       html=html, text=text, articles=json.dumps(articles, ensure_ascii=False),
-                      created_at=created_at)
-        try:
-            with self.engine.begin() as db:
-                issue_id = db.execute(insert(issues).values(**values)).inserted_primary_key[0]
-        except IntegrityError:
-            return None
-        return self.issue(issue_id)
+                      created_at=created_at, queued_at=created_at)
+        statement = dialect_insert(db)(issues).values(**values).on_conflict_do_nothing().returning(issues.c.id)
+        return db.execute(statement).scalar()
 
     def issue(self, issue_id: int) -> Issue | None:
         with self.engine.connect() as db:
@@ -187,3 +212,35 @@ class Store:
     def issue_slugs(self, digest: str) -> set[str]:
         with self.engine.connect() as db:
             return set(db.execute(select(issues.c.slug).where(issues.c.digest == digest)).scalars())
+
+
+def upgrade(engine: Engine) -> None:
+    """Bring a database made by an older version up to the tables above, keeping every row."""
+    from sqlalchemy import inspect
+
+    found = {c["name"] for c in inspect(engine).get_columns("deliveries")}
+    issue_columns = {c["name"] for c in inspect(engine).get_columns("issues")}
+    with engine.begin() as db:
+        if "queued_at" not in issue_columns:
+            db.exec_driver_sql("ALTER TABLE issues ADD COLUMN queued_at TIMESTAMP")
+            # Issues that already have rows were queued; only those without are left to repair.
+            db.exec_driver_sql("UPDATE issues SET queued_at = created_at WHERE id IN "
+                               "(SELECT DISTINCT issue_id FROM deliveries)")
+        if "kind" in found:
+            return
+        if engine.dialect.name == "sqlite":
+            # SQLite cannot make a column nullable: rebuild the table, rows and ids kept.
+            db.exec_driver_sql("ALTER TABLE deliveries RENAME TO deliveries_old")
+            for index in ("ix_deliveries_issue_id", "ix_deliveries_status"):
+                db.exec_driver_sql(f"DROP INDEX IF EXISTS {index}")
+            deliveries.create(db)
+            db.exec_driver_sql(
+                "INSERT INTO deliveries (id, kind, issue_id, subscriber_id, status, attempts, next_attempt_at, "
+                "last_reply, sent_at) SELECT id, 'digest', issue_id, subscriber_id, status, attempts, "
+                "next_attempt_at, last_reply, sent_at FROM deliveries_old")
+            db.exec_driver_sql("DROP TABLE deliveries_old")
+        else:
+            for ddl in ("ADD COLUMN kind VARCHAR(20) NOT NULL DEFAULT 'digest'", "ADD COLUMN payload TEXT",
+                        "ADD COLUMN message_id VARCHAR(200)", "ADD COLUMN lease_owner VARCHAR(64)",
+                        "ADD COLUMN lease_until TIMESTAMP", "ALTER COLUMN issue_id DROP NOT NULL"):
+                db.exec_driver_sql(f"ALTER TABLE deliveries {ddl}")

@@ -41,7 +41,7 @@ def normalize_address(address: str) -> str:
     Syntax only, no DNS look-up; lower case, so one person is one subscriber.
     """
     try:
-        checked = validate_email(address.strip(), check_deliverability=False, allow_smtputf8=False)
+        checked = validate_email(address.strip(), check_deliverability=False, allow_smtputf8=True)
     except EmailNotValidError as exc:
         raise ValueError(str(exc)) from None
     return checked.normalized.lower()
@@ -114,6 +114,27 @@ class Subscribers:
         outcome = "added" if row is None else "updated" if changed else "unchanged"
         saved = db.execute(select(subscribers).where(subscribers.c.id == subscriber_id)).first()
         return outcome, self._subscriber(db, saved)
+
+    def request(self, address: str, *, name: str, lists: list[str], source: str, now: datetime) -> Subscriber:
+        """Someone asked for LISTS: a pending subscriber, unless known, and a confirmation mail queued.
+
+        Both in one transaction, so no request is ever recorded without its
+        mail. Nothing is queued for an address that bounced or complained,
+        nor when it already receives every list asked for.
+        """
+        from .ledger import Ledger
+
+        with self.engine.begin() as db:
+            subscriber = self._by_email(db, normalize_address(address))
+            if subscriber is None:
+                subscriber = self.upsert(address, name=name, status="pending", source=source, now=now, db=db)[1]
+            if subscriber.status not in {"bounced", "complained"} and not set(lists) <= set(subscriber.lists):
+                Ledger.queue_confirmation(db, subscriber.id, lists)
+        return subscriber
+
+    def _by_email(self, db, email: str) -> Subscriber | None:
+        row = db.execute(select(subscribers).where(subscribers.c.email == email)).first()
+        return self._subscriber(db, row) if row else None
 
     def remove(self, address: str) -> bool:
         """Delete a subscriber and their history; False when the address is unknown."""

@@ -13,7 +13,6 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 from sqlalchemy import text
 from starlette.applications import Starlette
-from starlette.background import BackgroundTask
 from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
@@ -23,14 +22,14 @@ from starlette.staticfiles import StaticFiles
 
 from .config import Site
 from .feeds import FEED_FILES, MEDIA_TYPES
-from .mail import simple_message
+from .notices import list_titles as titles_of_lists
+from .notices import lists_text as quoted_lists
 from .pages import render_page
 from .schedule import Schedule
 from .store import Store
 from .subscribers import Subscribers, normalize_address
 from .templating import words
-from .tokens import BadToken, Signer, TokenSubject, secret_key
-from .transports import DeliveryFailure, transport_factory
+from .tokens import BadToken, Signer, secret_key
 
 log = logging.getLogger("feedpub")
 CONFIRM_MAX_AGE = 7 * 24 * 3600
@@ -77,11 +76,8 @@ def create_app(site: Site, schedule: Schedule, store: Store, *, service=None,
     signer = Signer(secret_key(site, environ))
     book = Subscribers(store)
     vocabulary = words(site.templates_dir, site.language)
-    list_titles = {}
-    for digest in schedule.digests.values():
-        list_titles.setdefault(digest.list, digest.title)
+    list_titles = titles_of_lists(schedule)
     per_address, per_client = RateLimit(3, 3600), RateLimit(20, 600)
-    make_transport, _ = transport_factory(site.email, environ)
 
     def page(template: str, status_code: int = 200, **context) -> HTMLResponse:
         context.setdefault("url", site.url())
@@ -102,8 +98,7 @@ def create_app(site: Site, schedule: Schedule, store: Store, *, service=None,
         return host in {request.headers.get("host"), urlsplit(site.base_url).netloc}
 
     def lists_text(names: list[str]) -> str:
-        return ", ".join(f"«\u00a0{list_titles.get(n, n)}\u00a0»" if site.language.startswith("fr")
-                         else f"“{list_titles.get(n, n)}”" for n in names)
+        return quoted_lists(site, list_titles, names)
 
     def subscribe_form(error: str = "", status_code: int = 200, **values) -> HTMLResponse:
         return page("subscribe.html.j2", status_code, action=site.url("subscribe"), error=error,
@@ -134,33 +129,12 @@ def create_app(site: Site, schedule: Schedule, store: Store, *, service=None,
         client = request.client.host if request.client else "unknown"
         if not per_client.allow(client) or not per_address.allow(email):
             return notice(vocabulary["subscribe_title"], vocabulary["too_many"], 429)
-        task = None
-        subscriber = book.get(email)
-        if subscriber is None:
-            subscriber = book.upsert(email, name=name, status="pending", source="web",
-                                     now=datetime.now(timezone.utc))[1]
-        if subscriber.status != "bounced" and not set(chosen) <= set(subscriber.lists):
-            token = signer.make("confirm", TokenSubject(subscriber.id, subscriber.email, ",".join(chosen)))
-            task = BackgroundTask(send_confirmation, subscriber.email, token, chosen)
+        # The request and its confirmation mail are one transaction; the sender mails it.
+        book.request(email, name=name, lists=chosen, source="web", now=datetime.now(timezone.utc))
+        if service is not None:
+            service.send_soon()
         # The same answer whatever is known of the address: this page reveals no one.
-        response = notice(vocabulary["subscribe_title"], vocabulary["check_inbox"])
-        response.background = task
-        return response
-
-    def send_confirmation(email: str, token: str, chosen: list[str]) -> None:
-        link = site.url(f"confirm?token={quote(token)}")
-        body = "\n\n".join([vocabulary["confirm_body"].format(lists=lists_text(chosen), title=site.title),
-                            link, vocabulary["confirm_ignore"], f"— {site.title}\n{site.base_url}"])
-        message = simple_message(site, to=email, subject=vocabulary["confirm_subject"].format(title=site.title),
-                                 text=body + "\n", date=datetime.now(timezone.utc))
-        transport = make_transport()
-        try:
-            transport.send(site.email.from_address, email, message)
-            log.info("subscribe: confirmation sent to a new address for %s", ",".join(chosen))
-        except DeliveryFailure as exc:
-            log.warning("subscribe: confirmation not sent: %s", exc)
-        finally:
-            transport.close()
+        return notice(vocabulary["subscribe_title"], vocabulary["check_inbox"])
 
     def email_of(subscriber_id: int) -> str | None:
         subscriber = book.by_id(subscriber_id)
