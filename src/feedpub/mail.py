@@ -132,7 +132,7 @@ class IssueMessage:
         link = self.unsubscribe_url.format(token=quote(token, safe=""))
         mailto = f"mailto:unsubscribe@{self.domain}?subject=unsubscribe%20{quote(token, safe='')}"
         address = envelope_address(recipient.email)
-        to = formataddr((one_line(recipient.name), address.text), charset="utf-8")
+        to = _to_header(one_line(recipient.name), address.text)
         head = to.encode("utf-8").join(self._head)
         head = head.replace(f"<{_MESSAGE_ID}@{self.domain}>".encode(), one_line(message_id).encode("ascii"))
         head = head.replace(_UNSUBSCRIBE_HEADER.encode(), f"<{link}>, <{mailto}>".encode("ascii"))
@@ -140,6 +140,13 @@ class IssueMessage:
         parts = {b"TEXT": self._text.fill(values), b"HTML": self._html.fill(values)}
         body = b"".join(parts.get(piece, piece) for piece in self._body)
         return head + b"\r\n\r\n" + body
+
+
+def _to_header(name: str, address: str) -> str:
+    """The To header's value; formataddr refuses a non-ASCII local part, which SMTPUTF8 carries as is."""
+    if address.isascii():
+        return formataddr((name, address), charset="utf-8")
+    return f"{formataddr((name, 'x@x'), charset='utf-8')[:-5]} <{address}>" if name else address
 
 
 @dataclass(frozen=True)

@@ -140,6 +140,8 @@ class SMTPTransport:
             raise TransportFault(None, f"TLS with {where} failed: {exc}") from exc
         except (OSError, smtplib.SMTPException) as exc:
             _close_quietly(smtp)
+            if _timed_out(exc):
+                raise TransportFault(None, f"no answer from {where} within {s.timeout:g} s") from exc
             raise TransportFault(None, f"cannot connect to {where}: {exc or type(exc).__name__}") from exc
         self._sent_here = 0
         return smtp
@@ -160,11 +162,10 @@ class SMTPTransport:
         except smtplib.SMTPResponseException as exc:
             self._drop()
             raise _server_reply(exc.smtp_code, exc.smtp_error) from exc
-        except socket.timeout as exc:
-            self._drop()
-            raise TransportFault(None, f"no answer from {self.name} within {self.settings.timeout:g} s") from exc
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
             self._drop()
+            if _timed_out(exc):  # a server that stopped answering: no second try
+                raise TransportFault(None, f"no answer from {self.name} within {self.settings.timeout:g} s") from exc
             raise TransportFault(None, f"connection to {self.name} lost: {exc or type(exc).__name__}",
                                  lasting=False) from exc
         except Exception:
@@ -226,6 +227,11 @@ class SMTPTransport:
             except (smtplib.SMTPException, OSError):
                 pass
             self._drop()
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """smtplib reports a read that timed out as a lost connection; the timeout is in its context."""
+    return isinstance(exc, TimeoutError) or isinstance(exc.__context__, TimeoutError)
 
 
 def _close_quietly(smtp: smtplib.SMTP | None) -> None:
