@@ -138,7 +138,8 @@ def test_untrusted_html_is_sanitized_everywhere(site, site_dir):
         assert "onclick" not in text and "javascript:" not in text and "alert(" not in text.replace("&lt;script&gt;alert(1)", "")
     atom = feedparser.parse((site.output_dir / "atom.xml").read_bytes())
     entry = next(e for e in atom.entries if "bold" in e.title)
-    assert entry.title == "Tags <b>bold</b> & <script>alert(1)</script>"
+    # Markup in a title is reduced to its words; a script's text goes with it.
+    assert entry.title == "Tags bold &"
     assert 'src="http://127.0.0.1:8080/pic.png"' in entry.content[0].value
 
 

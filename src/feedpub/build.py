@@ -16,7 +16,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator, NamedTuple
 
-from . import __version__, templating
+from . import __version__, _workers, sources as content_folder, templating
+from .buildlock import BuildLock
 from .catalog import Catalog, Publication
 from .config import Site
 from .content import Listing, listing, parse_article
@@ -24,14 +25,13 @@ from .errors import ContentError
 from .feeds import FEED_FILES, Channel, FeedItem, render_feeds
 from .output import Writer
 from .pages import ALL_ARTICLES, archive_page, article_page, list_page, tag_folder
+from .sources import ContentFiles, Source
 
 CATALOG_FILE = "build.sqlite"
 # Top-level names the site itself uses; an article slug may not take them.
 RESERVED_SLUGS = frozenset(
     {"tags", "articles", "archive", "preview", "subscribe", "confirm", "unsubscribe", "healthz", "static"}
 )
-# Below this many articles to parse, starting worker processes costs more than it saves.
-POOL_THRESHOLD = 64
 
 
 class Published(NamedTuple):
@@ -66,82 +66,64 @@ def code_fingerprint() -> str:
     return _digest(__version__, *(f"{name}:{s.st_size}:{s.st_mtime_ns}" for name, s in stats))
 
 
-def content_files(site: Site) -> tuple[list[str], list[str]]:
-    """(articles, other files) under the content folder, as sorted relative paths."""
-    articles, assets = [], []
-
-    def walk(folder: str, prefix: str) -> None:
-        for entry in os.scandir(folder):
-            if entry.name.startswith("."):
-                continue
-            if entry.is_dir():
-                walk(entry.path, f"{prefix}{entry.name}/")
-            elif entry.name.endswith(".md"):
-                articles.append(prefix + entry.name)
-            else:
-                assets.append(prefix + entry.name)
-
-    if site.content_dir.is_dir():
-        walk(str(site.content_dir), "")
-    return sorted(articles), sorted(assets)
+def content_files(site: Site) -> ContentFiles:
+    """The articles and other files under the content folder, and what was left out of them."""
+    return content_folder.walk(site.content_dir)
 
 
-def _source_hashes(site: Site, catalog: Catalog, sources: list[str]) -> dict[str, str]:
-    """Each source's content hash, reading only files whose size or mtime changed."""
+def _source_hashes(site: Site, catalog: Catalog, sources: list[Source],
+                   report: BuildReport) -> dict[str, str]:
+    """Each readable source's content hash, reading only files whose size or mtime changed.
+
+    A source that cannot be read is reported and left out of the result.
+    """
     known = catalog.sources()
-    folder = str(site.content_dir) + os.sep
     hashes, changed = {}, []
     for source in sources:
-        stat = os.stat(folder + source)
-        old = known.get(source)
-        if old and old[0] == stat.st_mtime_ns and old[1] == stat.st_size:
-            hashes[source] = old[2]
+        old = known.get(source.name)
+        if old and old[0] == source.mtime_ns and old[1] == source.size:
+            hashes[source.name] = old[2]
             continue
-        with open(folder + source, "rb") as file:
-            hashes[source] = hashlib.blake2b(file.read(), digest_size=16).hexdigest()
-        changed.append((source, stat.st_mtime_ns, stat.st_size, hashes[source]))
+        try:
+            data = _read_article(site, source)
+        except ContentError as exc:
+            report.errors.append(str(exc))
+            continue
+        hashes[source.name] = hashlib.blake2b(data, digest_size=16).hexdigest()
+        changed.append((source.name, source.mtime_ns, source.size, hashes[source.name]))
     catalog.save_sources(changed)
-    catalog.forget_sources(set(known) - set(sources))
+    catalog.forget_sources(set(known) - set(hashes))
     return hashes
 
 
-_worker_site: Site | None = None
+def _read_article(site: Site, source: Source) -> bytes:
+    limit = site.content.max_bytes
+    if source.size > limit:  # known from the walk: not even opened
+        raise ContentError(f"{site.content_dir.name}/{source.name}", 1,
+                           f"{source.size} bytes, larger than content.max_bytes ({limit}); left out")
+    return content_folder.read(site.content_dir, source, limit)
 
 
-def _init_worker(site: Site) -> None:
-    global _worker_site
-    _worker_site = site
-
-
-def _parse_file(source: str, site: Site | None = None):
+def _parse_file(source: Source, site: Site | None = None):
     """(article, warnings), or the one-line message of why SOURCE cannot be published."""
-    site = site or _worker_site
+    site = site or _workers.shared()
     try:
-        return parse_article(site, source, (site.content_dir / source).read_bytes())
+        return parse_article(site, source.name, _read_article(site, source))
     except ContentError as exc:
         return str(exc)
     except OSError as exc:
-        return f"{site.content_dir.name}/{source}:1: cannot be read ({exc.strerror})"
+        return f"{site.content_dir.name}/{source.name}:1: cannot be read ({exc.strerror})"
 
 
-def _parse_for_catalog(source: str, site: Site | None = None):
+def _parse_for_catalog(source: Source, site: Site | None = None):
     """A row for the catalog's `parsed` table, or the message of why SOURCE cannot be published."""
     result = _parse_file(source, site)
     return result if isinstance(result, str) else Catalog.parsed_row(*result)
 
 
-def parse_all(site: Site, sources: list[str], task=_parse_file) -> Iterator[tuple[str, object]]:
+def parse_all(site: Site, sources: list[Source], task=_parse_file) -> Iterator[tuple[Source, object]]:
     """Run TASK on SOURCES, in worker processes when there are many; yield (source, result)."""
-    if len(sources) < POOL_THRESHOLD:
-        for source in sources:
-            yield source, task(source, site)
-        return
-    from concurrent.futures import ProcessPoolExecutor  # costs an import a small rebuild can skip
-
-    workers = os.cpu_count() or 1
-    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(site,)) as pool:
-        chunk = max(1, min(64, len(sources) // (workers * 8)))
-        yield from zip(sources, pool.map(task, sources, chunksize=chunk))
+    return _workers.run_all(task, sources, site)
 
 
 def choose_slugs(site: Site, articles: dict[str, Listing], log: dict[str, Publication],
@@ -237,7 +219,7 @@ class _Outputs:
 
 
 def _render_outputs(site: Site, catalog: Catalog, published: list[Published],
-                    assets: list[str], outputs: _Outputs, report: BuildReport) -> None:
+                    assets: list[Source], outputs: _Outputs, report: BuildReport) -> None:
     # Anything that shapes every output: settings, templates, feedpub's code.
     context = _digest(site.fingerprint(), templating.fingerprint(site.templates_dir), code_fingerprint())
 
@@ -277,13 +259,15 @@ def _render_outputs(site: Site, catalog: Catalog, published: list[Published],
                 lambda: archive_page(site, ALL_ARTICLES, index))
 
     for asset in assets:
-        if asset in outputs.current:
-            report.errors.append(f"{site.content_dir.name}/{asset}:1: the site writes {asset} itself; "
-                                 f"rename or move this file")
+        if asset.name in outputs.current:
+            report.errors.append(f"{site.content_dir.name}/{asset.name}:1: the site writes {asset.name} "
+                                 f"itself; rename or move this file")
             continue
-        stat = os.stat(os.path.join(site.content_dir, asset))
-        outputs.add(asset, f"{stat.st_size}:{stat.st_mtime_ns}",
-                    lambda a=asset: (site.content_dir / a).read_bytes())
+        try:
+            outputs.add(asset.name, f"{asset.size}:{asset.mtime_ns}:{asset.real}",
+                        lambda a=asset: content_folder.read(site.content_dir, a))
+        except ContentError as exc:
+            report.errors.append(str(exc))
 
 
 def _channels(site: Site, published: list[Published]) -> list[tuple[Channel, list[Published]]]:
@@ -301,17 +285,18 @@ def _channels(site: Site, published: list[Published]) -> list[tuple[Channel, lis
     return channels
 
 
-def _parse_changed(site: Site, catalog: Catalog, sources: list[str], keys: dict[str, str],
+def _parse_changed(site: Site, catalog: Catalog, sources: list[Source], keys: dict[str, str],
                    report: BuildReport) -> set[str]:
-    """Parse the sources whose key is not cached; return the sources that failed."""
+    """Parse the sources whose key is not cached; return the names of those that failed."""
     cached = catalog.parsed_keys()
     failed, rows = set(), []
-    for source, result in parse_all(site, [s for s in sources if keys[s] not in cached], _parse_for_catalog):
+    changed = [s for s in sources if keys[s.name] not in cached]
+    for source, result in parse_all(site, changed, _parse_for_catalog):
         if isinstance(result, str):
             report.errors.append(result)
-            failed.add(source)
+            failed.add(source.name)
         else:
-            rows.append((keys[source], *result))
+            rows.append((keys[source.name], *result))
             report.parsed += 1
             if len(rows) >= 256:
                 catalog.save_parsed(rows)
@@ -326,34 +311,40 @@ _one_build_at_a_time = threading.Lock()  # the service's build and digest jobs m
 
 
 def build(site: Site, *, now: datetime | None = None) -> BuildReport:
-    """Publish the site; return what was published, written and found wrong."""
-    with _one_build_at_a_time:
+    """Publish the site; return what was published, written and found wrong.
+
+    Another build of the same site, in this process or another, is waited for.
+    """
+    with _one_build_at_a_time, BuildLock(site.state_dir):
         return _build(site, now or datetime.now(site.tz))
 
 
 def _build(site: Site, now: datetime) -> BuildReport:
     report = BuildReport()
-    sources, assets = content_files(site)
+    found = content_files(site)
+    report.warnings.extend(found.warnings)
+    writer = Writer(site.output_dir)
+    writer.remove_leftovers()  # a killed build's temporary files: nobody else writes here now
     with Catalog(site.state_dir / CATALOG_FILE) as catalog:
-        hashes = _source_hashes(site, catalog, sources)
+        hashes = _source_hashes(site, catalog, found.articles, report)
+        readable = [s for s in found.articles if s.name in hashes]
         context = _digest(site.fingerprint(), code_fingerprint())
-        keys = {s: _digest(hashes[s], context, s) for s in sources}
-        failed = _parse_changed(site, catalog, sources, keys, report)
+        keys = {s.name: _digest(hashes[s.name], context, s.name) for s in readable}
+        failed = _parse_changed(site, catalog, readable, keys, report)
 
-        wanted = {keys[s] for s in sources if s not in failed}
-        found = {}
-        for _key, listed, warnings in catalog.listings(wanted):
-            found[listed.source] = (listed, warnings)
+        wanted = {keys[s.name] for s in readable if s.name not in failed}
+        listed = {}
+        for _key, entry, warnings in catalog.listings(wanted):
+            listed[entry.source] = (entry, warnings)
         articles = {}
-        for source in sources:  # in path order, like the warnings
-            if source in found:
-                articles[source], warnings = found[source]
+        for source in readable:  # in path order, like the warnings
+            if source.name in listed:
+                articles[source.name], warnings = listed[source.name]
                 report.warnings.extend(warnings)
         report.published = _publish(site, catalog, articles, keys, hashes, now, report)
 
-        writer = Writer(site.output_dir)
         outputs = _Outputs(writer, catalog.outputs())
-        _render_outputs(site, catalog, report.published, assets, outputs, report)
+        _render_outputs(site, catalog, report.published, found.assets, outputs, report)
         report.removed = outputs.finish(catalog)
     report.written, report.unchanged = writer.written, writer.unchanged
     report.errors.sort()
@@ -361,17 +352,21 @@ def _build(site: Site, now: datetime) -> BuildReport:
 
 
 def check(site: Site, *, now: datetime | None = None) -> tuple[list[str], list[str]]:
-    """(errors, warnings) for the site's templates and content; writes nothing."""
+    """(errors, warnings) for the site's templates and content; writes nothing.
+
+    What a build would leave out, refuse or change is reported the same way.
+    """
     now = now or datetime.now(site.tz)
     errors, warnings = templating.check(site.templates_dir), []
-    sources, _ = content_files(site)
+    found = content_files(site)
+    warnings.extend(found.warnings)
     articles = {}
-    for source, result in parse_all(site, sources):
+    for source, result in parse_all(site, found.articles):
         if isinstance(result, str):
             errors.append(result)
         else:
-            article, found = result
-            articles[source] = listing(article)
-            warnings.extend(found)
+            article, article_warnings = result
+            articles[source.name] = listing(article)
+            warnings.extend(article_warnings)
     errors.extend(choose_slugs(site, articles, {}, now)[1])
     return sorted(errors), warnings

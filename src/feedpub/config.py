@@ -39,6 +39,11 @@ class ExtractOptions:
 
 
 @dataclass(frozen=True)
+class ContentOptions:
+    max_bytes: int = 5_000_000  # a larger article is reported and left out, never read whole
+
+
+@dataclass(frozen=True)
 class SMTPSettings:
     host: str
     port: int = 587
@@ -92,6 +97,7 @@ class Site:
     author: Author
     feeds: FeedOptions = field(default_factory=FeedOptions)
     extract: ExtractOptions = field(default_factory=ExtractOptions)
+    content: ContentOptions = field(default_factory=ContentOptions)
     content_dir: Path = Path("content")
     output_dir: Path = Path("public")
     state_dir: Path = Path("state")
@@ -232,6 +238,17 @@ def _author(section: Section) -> Author:
     return result
 
 
+def _content(top: Section) -> tuple[str, ContentOptions]:
+    """`content:` is the folder's name, or a mapping with `folder` and `max_bytes`."""
+    if not isinstance(top.data.get("content"), dict):
+        return top.str("content", "content"), ContentOptions()
+    section = top.section("content")
+    folder = section.str("folder", "content")
+    options = ContentOptions(max_bytes=section.int("max_bytes", ContentOptions.max_bytes, minimum=1_000))
+    section.check_unknown()
+    return folder, options
+
+
 def load_site(root: Path | str = ".") -> Site:
     """Read and check ROOT/feedpub.yaml."""
     root = Path(root).resolve()
@@ -240,6 +257,7 @@ def load_site(root: Path | str = ".") -> Site:
     top = Section(read_yaml(root / SETTINGS_FILE, SETTINGS_FILE), SETTINGS_FILE)
     feeds = top.section("feeds")
     extract = top.section("extract")
+    content_folder, content_options = _content(top)
     site = Site(
         root=root,
         title=top.str("title", required=True),
@@ -257,7 +275,8 @@ def load_site(root: Path | str = ".") -> Site:
             summary_length=extract.int("summary_length", 300, minimum=40),
             key_points=extract.int("key_points", 5, minimum=1),
         ),
-        content_dir=root / top.str("content", "content"),
+        content=content_options,
+        content_dir=root / content_folder,
         output_dir=root / top.str("output", "public"),
         state_dir=root / top.str("state", "state"),
         templates_dir=root / top.str("templates", "templates"),

@@ -9,14 +9,14 @@ from datetime import date, datetime, time
 from pathlib import PurePosixPath
 from functools import lru_cache
 from typing import Any, NamedTuple
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import mistune
 from mistune.toc import add_toc_hook
 import yaml
 
 from . import extract
-from ._html import fragment, sanitize, squash, strip_tags
+from ._html import clean, forbidden_characters, fragment, plain, sanitize, squash, strip_tags
 from .config import Site, yaml_problem
 from .errors import ContentError
 from .extract import Question
@@ -42,6 +42,10 @@ add_toc_hook(_markdown, min_level=1, max_level=6,
 KNOWN_KEYS = frozenset(
     "title date updated author tags summary key_points faq slug draft image".split()
 )
+# Every tag is a channel of feeds and a page, each listing the article's tags: keep the
+# count small enough that one article cannot make a build quadratic.
+MAX_TAGS = 50
+MAX_NESTING = 8  # front matter is flat keys, lists and a list of {q, a}: deeper is an attack
 _LIGATURES = str.maketrans({"œ": "oe", "Œ": "OE", "æ": "ae", "Æ": "AE", "ß": "ss", "ø": "o"})
 
 
@@ -135,7 +139,9 @@ class _FrontMatter:
 
     def __init__(self, text: str, source: str) -> None:
         self.text, self.source = text, source
+        self.removed = 0  # characters XML cannot carry, written as YAML escapes ("\f")
         try:
+            _refuse_expansion(text, source)
             data = yaml.load(text, Loader=_Loader)
         except yaml.YAMLError as exc:
             line, problem = yaml_problem(exc)
@@ -153,6 +159,14 @@ class _FrontMatter:
     def error(self, key: str, reason: str) -> ContentError:
         return ContentError(self.source, self.line(key), f"{key}: {reason}")
 
+    def _clean(self, value: object) -> str:
+        text = str(value)
+        found = len(forbidden_characters(text))
+        if found:
+            self.removed += found
+            text = clean(text)
+        return text
+
     def text_value(self, key: str, *, required: bool = False) -> str | None:
         value = self.data.get(key)
         if value is None or value == "":
@@ -161,7 +175,15 @@ class _FrontMatter:
             return None
         if isinstance(value, (dict, list)):
             raise self.error(key, "must be text")
-        return re.sub(r"\s+", " ", str(value)).strip()
+        return re.sub(r"\s+", " ", self._clean(value)).strip() or None
+
+    def plain_value(self, key: str, *, required: bool = False) -> str | None:
+        """A value that feeds carry as text (a title, a name): markup in it is reduced to its words."""
+        value = self.text_value(key, required=required)
+        text = plain(value) if value else value
+        if required and not text:
+            raise self.error(key, "has no text once its markup is removed")
+        return text or None
 
     def text_list(self, key: str) -> tuple[str, ...]:
         value = self.data.get(key)
@@ -171,7 +193,9 @@ class _FrontMatter:
             value = value.split(",") if key == "tags" else [value]
         if not isinstance(value, list) or not all(isinstance(v, (str, int, float)) for v in value):
             raise self.error(key, "must be a list of texts")
-        items = (re.sub(r"\s+", " ", str(v)).strip() for v in value)
+        items = (re.sub(r"\s+", " ", self._clean(v)).strip() for v in value)
+        if key == "tags":
+            items = (plain(item) for item in items)
         return tuple(dict.fromkeys(item for item in items if item))
 
     def moment(self, key: str, tz, *, required: bool = False) -> datetime | None:
@@ -184,17 +208,18 @@ class _FrontMatter:
             try:
                 value = datetime.fromisoformat(value.strip())
             except ValueError:
-                raise self.error(key, f"{value!r} is not a date (write 2026-11-30 or 2026-11-30T09:00:00+01:00)") from None
+                shown = repr(value[:40] + "…" if len(value) > 40 else value)
+                raise self.error(key, f"{shown} is not a date (write 2026-11-30 or 2026-11-30T09:00:00+01:00)") from None
         if isinstance(value, datetime):
             return value if value.tzinfo else value.replace(tzinfo=tz)
         if isinstance(value, date):
             return datetime.combine(value, time(), tzinfo=tz)
-        raise self.error(key, f"{value!r} is not a date")
+        raise self.error(key, f"{_shown(value)} is not a date")
 
     def flag(self, key: str) -> bool:
         value = self.data.get(key, False)
         if not isinstance(value, bool):
-            raise self.error(key, f"{value!r} is not true or false")
+            raise self.error(key, f"{_shown(value)} is not true or false")
         return value
 
     def questions(self) -> tuple[Question, ...]:
@@ -207,11 +232,49 @@ class _FrontMatter:
         for item in value:
             if not isinstance(item, dict) or not item.get("q") or not item.get("a"):
                 raise self.error("faq", "each entry needs a question 'q' and an answer 'a'")
-            pairs.append(Question(str(item["q"]).strip(), str(item["a"]).strip()))
+            pairs.append(Question(self._clean(item["q"]).strip(), self._clean(item["a"]).strip()))
         return tuple(pairs)
 
     def unknown_keys(self) -> list[str]:
         return [str(k) for k in self.data if k not in KNOWN_KEYS]
+
+
+def _image_url(meta: _FrontMatter, base: str) -> str | None:
+    """The article's image as an absolute http(s) URL; any other scheme is refused."""
+    image = meta.text_value("image")
+    if not image:
+        return None
+    url = urljoin(base, image)
+    if any(ord(c) < 32 or ord(c) == 127 for c in image) or urlsplit(url).scheme not in {"http", "https"}:
+        raise meta.error("image", f"{_shown(image)} is not an http(s) or relative URL")
+    return url
+
+
+def _shown(value: object) -> str:
+    """A value for an error message, never more than a line."""
+    text = repr(value) if isinstance(value, (str, int, float)) else type(value).__name__
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
+def _refuse_expansion(text: str, source: str) -> None:
+    """Refuse anchors, aliases and deep nesting before YAML builds anything.
+
+    An alias repeats a value without copying it, and a few nested ones stand
+    for billions of values ("billion laughs"): reading the events alone costs
+    time in proportion to the text, and nothing is expanded.
+    """
+    depth = 0
+    for event in yaml.parse(text, Loader=_Loader):
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise ContentError(source, event.start_mark.line + 2,
+                               "front matter: anchors and aliases are not allowed")
+        if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            depth += 1
+            if depth > MAX_NESTING:
+                raise ContentError(source, event.start_mark.line + 2,
+                                   f"front matter: nested deeper than {MAX_NESTING} levels")
+        elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            depth -= 1
 
 
 _LEADING_H1 = re.compile(r"^\s*<h1[^>]*>(.*?)</h1>\s*", re.S)
@@ -240,11 +303,16 @@ def parse_article(site: Site, source: str, raw: bytes) -> tuple[Article, list[st
     file in error messages and places relative links and images.
     """
     label = f"{site.content_dir.name}/{source}"
-    meta_text, body, _ = split_front_matter(_decode(raw, label), label)
+    text = _decode(raw, label)
+    forbidden = forbidden_characters(text)
+    where = (text.count("\n", 0, forbidden[0]) + 1, ord(text[forbidden[0]])) if forbidden else None
+    if forbidden:
+        text = clean(text)
+    meta_text, body, _ = split_front_matter(text, label)
     meta = _FrontMatter(meta_text, label)
     warnings = [f"{label}:{meta.line(k)}: unknown key '{k}' (ignored)" for k in meta.unknown_keys()]
 
-    title = meta.text_value("title", required=True)
+    title = meta.plain_value("title", required=True)
     published = meta.moment("date", site.tz, required=True)
     slug = slugify(meta.text_value("slug") or "") or slug_for(source)
     if not slug:
@@ -255,23 +323,31 @@ def parse_article(site: Site, source: str, raw: bytes) -> tuple[Article, list[st
 
     html = _without_title_heading(sanitize(_markdown(body), base=base, page=page), title)
     tree = fragment(html)
-    image = meta.text_value("image")
+    tags = _distinct_tags(meta.text_list("tags"))
+    if len(tags) > MAX_TAGS:
+        warnings.append(f"{label}:{meta.line('tags')}: {len(tags)} tags; only the first {MAX_TAGS} are kept")
+        tags = tags[:MAX_TAGS]
     article = Article(
         source=source,
         slug=slug,
         title=title,
         date=published,
         updated=meta.moment("updated", site.tz),
-        author=meta.text_value("author"),
-        tags=_distinct_tags(meta.text_list("tags")),
+        author=meta.plain_value("author"),
+        tags=tags,
         draft=meta.flag("draft"),
-        image=urljoin(base, image) if image else None,
+        image=_image_url(meta, base),
         summary=meta.text_value("summary") or extract.lede(tree, site.extract.summary_length),
         key_points=meta.text_list("key_points")[: site.extract.key_points]
         or extract.key_points(tree, site.extract.key_points),
         faq=meta.questions() or extract.faq(tree),
         html=html,
     )
+    if count := len(forbidden) + meta.removed:
+        line, code = where or (2, 0)
+        first = f", the first U+{code:04X}" if where else ""
+        warnings.append(f"{label}:{line}: {count} control character{'s' * (count > 1)} removed "
+                        f"(feeds cannot carry them{first})")
     return article, warnings
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from html import escape
 from datetime import datetime, timedelta
 
 from feedgen.feed import FeedGenerator
 
 from . import __version__
+from ._html import clean
 from .config import Site
 from .content import Article
 
@@ -42,8 +44,8 @@ def _feed_generator(site: Site, channel: Channel, kind: str, items: list[FeedIte
     fg = FeedGenerator()
     fg.load_extension("dc", atom=False, rss=True)
     fg.id(site.url(channel.folder))
-    fg.title(channel.title)
-    fg.subtitle(channel.description or channel.title)
+    fg.title(clean(channel.title))
+    fg.subtitle(clean(channel.description or channel.title))
     # In RSS the channel <link> is the last link added: self first, page last.
     fg.link(href=site.url(channel.folder + FEED_FILES[kind]), rel="self", type=MEDIA_TYPES[kind])
     fg.link(href=site.url(channel.folder), rel="alternate", type="text/html")
@@ -64,17 +66,25 @@ def _add_entry(site: Site, fg: FeedGenerator, kind: str, item: FeedItem) -> None
     entry = fg.add_entry(order="append")
     entry.id(item.id)
     entry.guid(item.id, permalink=False)
-    entry.title(article.title)
+    # Article fields were cleaned when parsed; cleaning again here keeps one stray control
+    # character (from a cache or a setting) from stopping every feed: lxml refuses to write it.
+    entry.title(clean(article.title))
     entry.link(href=site.url(article.path), rel="alternate", type="text/html")
     entry.published(article.date)
     entry.updated(item.updated)
     if article.summary:
-        entry.summary(article.summary)
+        # Readers take an RSS description, and an Atom summary of type html, as HTML: the
+        # plain-text summary goes in escaped, so "<img onerror=…>" written in it stays text.
+        entry.summary(escape(clean(article.summary), quote=False), type=None if kind == "rss" else "html")
     if site.feeds.full_content and article.html:
-        entry.content(article.html, type="CDATA" if kind == "rss" else "html")
+        html = clean(article.html)
+        if kind == "rss":
+            entry.content(html.replace("]]>", "]]&gt;"), type="CDATA")  # CDATA cannot hold its own end
+        else:
+            entry.content(html, type="html")
     for tag in article.tags:
-        entry.category(term=tag)
-    author = article.author or site.author.name
+        entry.category(term=clean(tag))
+    author = clean(article.author or site.author.name or "")
     if author:
         if kind == "rss":
             entry.dc.dc_creator(author)

@@ -1,19 +1,31 @@
-"""Writing the site's outputs: atomically, and only when their bytes change."""
+"""Writing the site's outputs: atomically, and only when their bytes change.
+
+Temporary files carry the writer's process id in their name
+(`.NAME.PID.RANDOM.tmp`), so a later build can tell the leftovers of a
+killed process from the files a live one is writing.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 
+TEMP_FOLDER = ".writing"  # under the output folder: where a build's files are written before the rename
+_TEMP_NAME = re.compile(r"^\..*\.tmp$")
+_TEMP_PID = re.compile(r"\.(\d+)\.[^.]+\.tmp$")
 
-def write_atomic(path: Path, data: bytes) -> None:
+
+def write_atomic(path: Path, data: bytes, *, temp_dir: Path | None = None) -> None:
     """Write DATA to PATH through a temporary file and a rename.
 
-    A reader sees the old file or the new one, never half of either.
+    A reader sees the old file or the new one, never half of either. The
+    temporary file lives in TEMP_DIR (on PATH's file system), or beside PATH.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    folder = temp_dir or path.parent
+    fd, temp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as file:
             file.write(data)
@@ -29,6 +41,7 @@ class Writer:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.temp_dir = root / TEMP_FOLDER
         self.claimed: set[str] = set()
         self.written: list[str] = []
         self.unchanged = 0
@@ -49,7 +62,7 @@ class Writer:
                 return False
         except FileNotFoundError:
             pass
-        write_atomic(path, data)
+        write_atomic(path, data, temp_dir=self.temp_dir)
         self.written.append(relative)
         return True
 
@@ -69,3 +82,42 @@ class Writer:
                 parent.rmdir()
             except OSError:
                 break
+
+    def remove_leftovers(self) -> list[str]:
+        """Delete the temporary files of writers that died; return their paths.
+
+        The first time, the whole output folder is swept (older versions left
+        their temporary files beside the outputs); afterwards only TEMP_FOLDER,
+        where every build writes.
+        """
+        if self.temp_dir.is_dir():
+            candidates = [entry.path for entry in os.scandir(self.temp_dir)]
+        else:
+            candidates = [os.path.join(folder, name) for folder, _, names in os.walk(self.root)
+                          for name in names if _TEMP_NAME.match(name)]
+        removed = [path for path in candidates if _TEMP_NAME.match(os.path.basename(path))
+                   and not _writer_alive(path) and _unlink(path)]
+        self.temp_dir.mkdir(parents=True, exist_ok=True)
+        return sorted(os.path.relpath(path, self.root) for path in removed)
+
+
+def _writer_alive(path: str) -> bool:
+    """Whether the process named in a temporary file's name still runs (False when none is named)."""
+    match = _TEMP_PID.search(os.path.basename(path))
+    if not match:
+        return False
+    try:
+        os.kill(int(match.group(1)), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    return True
+
+
+def _unlink(path: str) -> bool:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False  # its writer renamed it in the meantime
+    return True
