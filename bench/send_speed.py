@@ -148,8 +148,11 @@ def main() -> None:
         issue = compose_digest(site, load_schedule(root, site.timezone), "bench", store).issue
         size = len(issue.html.encode()) + len(issue.text.encode())
 
-        started = time.perf_counter()
-        queued = Ledger(store).queue(issue.id, "bench")
+        # Composing queued the issue already; queue it again, alone, to time the statement.
+        with store.engine.begin() as db:
+            db.exec_driver_sql("DELETE FROM deliveries")
+            started = time.perf_counter()
+            queued = Ledger(store).queue(db, issue.id, "bench")
         queue_seconds = time.perf_counter() - started
         store.close()
 
@@ -166,7 +169,7 @@ def main() -> None:
         # One reader's copy, the size of what the whole path sent, for the ceiling run.
         letter = Letter(issue.id, "bench", "Bench", issue.subject, issue.html, issue.text)
         prebuilt = IssueMessage(site, letter, date=now, unsubscribe_url=site.url("u?t={token}")).render(
-            Recipient(1, "reader@example.net", "Reader"), "x" * 100)
+            Recipient(1, "reader@example.net", "Reader"), "x" * 100, f"<{'0' * 32}@{site.email.domain}>")
         top = ceiling(port, prebuilt, args.ceiling_messages, args.c)
     finally:
         sink.terminate()
