@@ -112,15 +112,20 @@ def sink(smtp_server):
     return smtp_server.handler
 
 
-@pytest.fixture
-def smtp_site_dir(site_dir, smtp_server):
-    """The example site, mailing through the test SMTP server with two connections."""
+def mail_settings(site_dir: Path, port: int, *, extra: str = "", connections: int = 2, timeout: int = 10) -> None:
+    """Make the site at SITE_DIR mail through the SMTP server on 127.0.0.1:PORT."""
     settings = site_dir / "feedpub.yaml"
     settings.write_text(
         settings.read_text(encoding="utf-8")
         + f"\nemail:\n  from: IA-insights <lettre@ia-insights.example.org>\n  smtp:\n"
-        f"    host: 127.0.0.1\n    port: {smtp_server.port}\n    security: none\n    connections: 2\n"
-        f"    per_connection: 50\n    timeout: 10\n",
+        f"    host: 127.0.0.1\n    port: {port}\n    security: none\n    connections: {connections}\n"
+        f"    per_connection: 50\n    timeout: {timeout}\n{extra}",
         encoding="utf-8",
     )
+
+
+@pytest.fixture
+def smtp_site_dir(site_dir, smtp_server):
+    """The example site, mailing through the test SMTP server with two connections."""
+    mail_settings(site_dir, smtp_server.port)
     return site_dir

@@ -26,20 +26,10 @@ from feedpub.schedule import load_schedule
 from feedpub.store import Store, deliveries, issues
 from feedpub.subscribers import Subscribers
 
-from .conftest import SinkHandler, _free_port
+from .conftest import SinkHandler, _free_port, mail_settings
 from .test_delivery import ENV, NOW, NO_WAIT, subscribe
 
 SEND = [sys.executable, "-m", "feedpub", "send"]
-
-
-def mail_settings(site_dir: Path, port: int, *, extra: str = "", connections: int = 2, timeout: int = 10) -> None:
-    settings = site_dir / "feedpub.yaml"
-    settings.write_text(
-        settings.read_text(encoding="utf-8")
-        + f"\nemail:\n  from: IA-insights <lettre@ia-insights.example.org>\n  smtp:\n"
-        f"    host: 127.0.0.1\n    port: {port}\n    security: none\n    connections: {connections}\n"
-        f"    timeout: {timeout}\n{extra}",
-        encoding="utf-8")
 
 
 def open_world(site_dir: Path):

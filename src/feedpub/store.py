@@ -218,8 +218,9 @@ def upgrade(engine: Engine) -> None:
     """Bring a database made by an older version up to the tables above, keeping every row."""
     from sqlalchemy import inspect
 
-    found = {c["name"] for c in inspect(engine).get_columns("deliveries")}
-    issue_columns = {c["name"] for c in inspect(engine).get_columns("issues")}
+    inspector = inspect(engine)
+    found = {c["name"] for c in inspector.get_columns("deliveries")}
+    issue_columns = {c["name"] for c in inspector.get_columns("issues")}
     with engine.begin() as db:
         if "queued_at" not in issue_columns:
             db.exec_driver_sql("ALTER TABLE issues ADD COLUMN queued_at TIMESTAMP")
