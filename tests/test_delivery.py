@@ -276,38 +276,3 @@ def test_sigterm_finishes_in_flight_messages_and_leaves_no_row_sending(smtp_site
     store.close()
     assert max(sink.copies().values()) == 1
     del addresses
-
-
-def test_dkim_signature_covers_the_unsubscribe_headers_and_verifies(smtp_site_dir, sink, tmp_path):
-    import base64
-    import re as regex
-
-    import dkim
-
-    key = tmp_path / "dkim.pem"
-    subprocess.run(["openssl", "genrsa", "-out", str(key), "2048"], check=True, capture_output=True)
-    public = subprocess.run(["openssl", "rsa", "-in", str(key), "-pubout", "-outform", "DER"],
-                            check=True, capture_output=True).stdout
-    settings = smtp_site_dir / "feedpub.yaml"
-    settings.write_text(settings.read_text(encoding="utf-8") + f"  dkim:\n    selector: s2026\n    key_file: {key}\n",
-                        encoding="utf-8")
-    site = load_site(smtp_site_dir)
-    store = Store(site.storage_url)
-    schedule = load_schedule(smtp_site_dir, "Europe/Paris")
-    subscribe(store, 1)
-    issue_for(site, store, schedule)
-    assert send_queued(site, store, environ=ENV, schedule=schedule).sent == 1
-    store.close()
-    data = sink.received[0][2]
-    signature = data.split(b"\r\n\r\n", 1)[0].decode()
-    signed = regex.search(r"h=([^;]+);", signature.replace("\r\n", "").replace(" ", "")).group(1).lower().split(":")
-    assert {"from", "subject", "list-unsubscribe", "list-unsubscribe-post"} <= set(signed)
-    record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
-
-    def dns(name, timeout=5):
-        assert name == b"s2026._domainkey.ia-insights.example.org."
-        return record
-
-    assert dkim.verify(data, dnsfunc=dns)
-    assert not dkim.verify(data.replace(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click",
-                                        b"List-Unsubscribe-Post: List-Unsubscribe=Two-Clicks"), dnsfunc=dns)

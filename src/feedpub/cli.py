@@ -50,7 +50,14 @@ def check(site) -> None:
     """
     from .build import check as run_check
 
+    from .dkim import make_signer
+    from .errors import ConfigError
+
     errors, warnings = run_check(site)
+    try:
+        make_signer(site.email.dkim)
+    except ConfigError as exc:
+        errors.append(str(exc))
     report_problems(errors, warnings)
     if errors or warnings:
         click.echo(f"{len(errors)} errors, {len(warnings)} warnings", err=True)

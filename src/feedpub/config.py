@@ -61,6 +61,8 @@ class DKIMSettings:
     selector: str
     key_file: Path
     domain: str
+    ed25519_key_file: Path | None = None  # a second signature, RFC 8463
+    ed25519_selector: str | None = None
 
 
 @dataclass(frozen=True)
@@ -360,6 +362,8 @@ def _email(top: Section, root: Path, title: object) -> EmailSettings:
             selector=block.str("selector", required=True),
             key_file=root / block.str("key_file", required=True),
             domain=block.str("domain", address.rpartition("@")[2]),
+            ed25519_key_file=root / block.str("ed25519_key_file") if block.str("ed25519_key_file") else None,
+            ed25519_selector=block.str("ed25519_selector", required="ed25519_key_file" in block.data),
         )
         block.check_unknown()
     return_path = section.str("return_path")

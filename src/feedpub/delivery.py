@@ -21,6 +21,7 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy.exc import SQLAlchemyError
 
 from .config import Site
+from .dkim import make_signer
 from .health import THROTTLES, Breaker, Pace
 from .ledger import LEASE, Job, Ledger
 from .mail import IssueMessage, Letter, Recipient, envelope_address
@@ -89,23 +90,6 @@ class _Messages:
                                                 job.message_id)
 
 
-def _dkim_signer(site: Site) -> Callable[[bytes], bytes]:
-    settings = site.email.dkim
-    if settings is None:
-        return lambda message: message
-    import dkim  # only sites that sign pay for the import
-
-    key = settings.key_file.read_bytes()
-    headers = [b"from", b"to", b"subject", b"date", b"message-id", b"list-id",
-               b"list-unsubscribe", b"list-unsubscribe-post"]
-
-    def sign(message: bytes) -> bytes:
-        return dkim.sign(message, settings.selector.encode(), settings.domain.encode(), key,
-                         include_headers=headers) + message
-
-    return sign
-
-
 class _Unrecorded(Exception):
     """The server accepted a message but the database did not take the fact."""
 
@@ -147,7 +131,8 @@ def send_queued(site: Site, store: Store, *, environ: Mapping[str, str], schedul
                     journal=site.state_dir / JOURNAL_FILE,
                     **({"retry_delays": retry_delays} if retry_delays else {}))
     messages = _Messages(site, store, schedule, Signer(secret_key(site, environ)), clock())
-    sign = _dkim_signer(site)
+    signer = make_signer(site.email.dkim)
+    sign = signer.sign if signer else (lambda message: message)
     pace = Pace(site.email.smtp.rate if site.email.smtp else 0)
     ledger.replay_journal()
     ledger.repair(clock())

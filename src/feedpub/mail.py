@@ -54,18 +54,44 @@ class Letter:
     text: str
 
 
-_LEADING_DOT = re.compile(rb"^\.", re.M)
+MAX_QP_LINE = 76  # RFC 2045, soft line break included
+_QP_TOKEN = re.compile(rb"=[0-9A-F]{2}|[^=]")
 
 
-def _qp(text: str) -> bytes:
+def _fit(line: bytes) -> bytes:
+    """LINE of quoted-printable as one or more lines of at most 76 characters, none starting with a dot.
+
+    An encoded dot at a line's start leaves SMTP's dot-stuffing nothing to do
+    (see transports.py); the two characters it adds are why lines are re-cut.
+    """
+    if line.startswith(b"."):
+        line = b"=2E" + line[1:]
+    if len(line) <= MAX_QP_LINE:
+        return line
+    soft = line.endswith(b"=")
+    lines, current = [], b""
+    for token in _QP_TOKEN.findall(line[:-1] if soft else line):
+        if len(current) + len(token) > MAX_QP_LINE - 1:  # room for the soft break
+            lines.append(current + b"=")
+            current = b"=2E" if token == b"." else token
+        else:
+            current += token
+    lines.append(current + b"=" if soft else current)
+    return b"\r\n".join(lines)
+
+
+def _qp(text: str, *, continued: bool = False) -> bytes:
     """Quoted-printable with CRLF line ends, as the rest of the message has.
 
-    A dot that starts a line is encoded too, so no line of a message starts
-    with one and SMTP's dot-stuffing has nothing to do (see transports.py).
+    CONTINUED ends the text with a soft line break, for a piece the next one
+    continues on the same decoded line.
     """
-    encoded = binascii.b2a_qp(text.encode("utf-8"), istext=True)
-    encoded = encoded.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-    return _LEADING_DOT.sub(b"=2E", encoded)
+    encoded = binascii.b2a_qp(text.encode("utf-8"), istext=True).replace(b"\r\n", b"\n")
+    lines = encoded.split(b"\n")
+    if continued:
+        lines[-1] += b"="
+        lines.append(b"")
+    return b"\r\n".join(_fit(line) for line in lines)
 
 
 class _EncodedBody:
@@ -86,12 +112,12 @@ class _EncodedBody:
             if index % 2:
                 self.pieces.append(keys[piece])
             elif piece:
-                self.pieces.append(_qp(piece) + (b"=\r\n" if not piece.endswith("\r\n") else b""))
+                self.pieces.append(_qp(piece, continued=not piece.endswith("\r\n")))
         if not text.endswith("\r\n"):
             self.pieces.append(b"\r\n")
 
     def fill(self, values: dict[str, str]) -> bytes:
-        encoded = {key: _qp(html_lib.escape(value) if self.html else value) + b"=\r\n"
+        encoded = {key: _qp(html_lib.escape(value) if self.html else value, continued=True)
                    for key, value in values.items()}
         return b"".join(encoded.get(piece, b"") if isinstance(piece, str) else piece for piece in self.pieces)
 
