@@ -1,14 +1,17 @@
-"""Send one 20-article digest to N subscribers through the whole path into a counting SMTP sink.
+"""Send one 20-article digest to N subscribers through the whole path, beside each server's own ceiling.
 
-Measures, in one run:
-- queueing the issue for N subscribers (one INSERT … SELECT);
-- the whole `feedpub send` process: ledger, per-reader message, SMTP, C connections;
-- the sink's own ceiling: a minimal smtplib client sending one prebuilt message
-  over the same C connections;
-and prints both rates, their ratio, and the peak memory of the send process.
+Two servers, each measured in the same run, feedpub alternating with the yardstick:
+- a real Postfix (Debian's package, installed when missing; a private instance on
+  127.0.0.1 that discards what it accepts), against Postfix's own load generator
+  `smtp-source` with the same number of sessions and the same message size,
+  feedpub with DKIM off and with DKIM on (RSA-2048);
+- a counting sink that speaks just enough SMTP, against a minimal smtplib client
+  sending one prebuilt copy over the same connections.
+Prints the median rates of R rounds, the ratios, and the peak memory of a send.
 
-    python bench/send_speed.py                 # N = 100,000, C = 4
-    python bench/send_speed.py -n 20000 -c 8
+    python bench/send_speed.py                     # N = 3,000, C = 4, R = 3
+    python bench/send_speed.py -n 20000 -c 8 -r 5
+    python bench/send_speed.py --no-postfix        # the counting sink only
 """
 
 from __future__ import annotations
@@ -115,75 +118,155 @@ def ceiling(port: int, message: bytes, count: int, connections: int) -> float:
     return count / (time.perf_counter() - started)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-n", type=int, default=100_000, help="subscribers")
-    parser.add_argument("-c", type=int, default=4, help="SMTP connections")
-    parser.add_argument("--ceiling-messages", type=int, default=20_000)
-    args = parser.parse_args()
+def install_postfix() -> str | None:
+    """Debian's postfix when it is missing and this is root; the reason it cannot be used, or None."""
+    from postfix import available
 
+    reason = available()
+    if reason and "apt-get" in reason and os.geteuid() == 0:
+        print("installing Debian's postfix ...", flush=True)
+        subprocess.run("echo 'postfix postfix/main_mailer_type select No configuration' | debconf-set-selections"
+                       " && apt-get install -y -q postfix", shell=True, check=True, capture_output=True,
+                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        reason = available()
+    return reason
+
+
+def mail_settings(root: Path, port: int, connections: int, key: Path | None) -> None:
+    base = (root / "feedpub.base.yaml").read_text(encoding="utf-8")
+    block = (f"\nemail:\n  from: Bench <bench@example.org>\n  smtp:\n    host: 127.0.0.1\n"
+             f"    port: {port}\n    security: none\n    connections: {connections}\n    per_connection: 100\n")
+    if key:
+        block += f"  dkim:\n    selector: bench\n    key_file: {key}\n"
+    (root / "feedpub.yaml").write_text(base + block, encoding="utf-8")
+
+
+def requeue(root: Path, issue_id: int) -> int:
+    """Every subscriber's row of the issue back in the queue, as composing left them."""
+    from feedpub.config import load_site
+    from feedpub.ledger import Ledger
+    from feedpub.store import Store
+
+    store = Store(load_site(root).storage_url)
+    try:
+        with store.engine.begin() as db:
+            db.exec_driver_sql("DELETE FROM deliveries")
+            return Ledger(store).queue(db, issue_id, "bench")
+    finally:
+        store.close()
+
+
+def feedpub_send(root: Path) -> tuple[float, float, str]:
+    """(seconds, peak MB, output) of one `feedpub send` process."""
+    env = {**os.environ, "FEEDPUB_SECRET_KEY": "bench"}
+    started = time.perf_counter()
+    sender = subprocess.Popen([sys.executable, "-m", "feedpub", "send", "--site", str(root)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    peak = high_water_mark(sender)
+    output = sender.stdout.read()
+    if sender.wait() != 0:
+        raise SystemExit(f"feedpub send failed: {output}")
+    return time.perf_counter() - started, peak, output.strip()
+
+
+def median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
+def prepare(root: Path, n: int):
+    """The bench site with N subscribers and one composed issue; (issue, one reader's copy)."""
     from feedpub.config import load_site
     from feedpub.jobs import compose_digest
-    from feedpub.ledger import Ledger
+    from feedpub.mail import IssueMessage, Letter, Recipient
     from feedpub.schedule import load_schedule
     from feedpub.store import Store, subscribers
 
-    root = Path(tempfile.mkdtemp(prefix="feedpub-send-bench-"))
+    make_site(root, 20)
+    shutil.copy(root / "feedpub.yaml", root / "feedpub.base.yaml")
+    mail_settings(root, 25, 1, None)
+    site = load_site(root)
+    store = Store(site.storage_url)
+    now = datetime.now(timezone.utc)
+    with store.engine.begin() as db:
+        db.execute(subscribers.insert(), [
+            {"email": f"reader{i}@example.net", "name": f"Reader {i}", "status": "active", "source": "bench",
+             "created_at": now} for i in range(n)])
+        db.exec_driver_sql("INSERT INTO subscriptions (subscriber_id, list) SELECT id, 'bench' FROM subscribers")
+    issue = compose_digest(site, load_schedule(root, site.timezone), "bench", store).issue
+    store.close()
+    letter = Letter(issue.id, "bench", "Bench", issue.subject, issue.html, issue.text)
+    copy = IssueMessage(site, letter, date=now, unsubscribe_url=site.url("u?t={token}")).render(
+        Recipient(1, "reader@example.net", "Reader"), "x" * 100, f"<{'0' * 32}@{site.email.domain}>")
+    return issue, copy
+
+
+def against_postfix(root: Path, issue_id: int, size: int, args) -> list[str]:
+    from postfix import Postfix, smtp_source
+
+    key = root / "dkim.pem"
+    subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", str(key)],
+                   check=True, capture_output=True)
+    rates: dict[str, list[float]] = {"smtp-source": [], "DKIM off": [], "DKIM on": []}
+    with Postfix() as server:
+        for _round in range(args.r):
+            rates["smtp-source"].append(args.n / smtp_source(server.port, sessions=args.c, messages=args.n,
+                                                              size=size))
+            for label, signing in (("DKIM off", None), ("DKIM on", key)):
+                mail_settings(root, server.port, args.c, signing)
+                queued = requeue(root, issue_id)
+                seconds, _peak, _output = feedpub_send(root)
+                rates[label].append(queued / seconds)
+        accepted = server.accepted()
+    top = median(rates["smtp-source"])
+    lines = [f"Postfix, {args.c} sessions, {args.r} rounds (accepted {accepted} messages):"]
+    for label, values in rates.items():
+        shown = " ".join(f"{v:.0f}" for v in values)
+        lines.append(f"  {label:12} {median(values):6.0f} messages/s  ratio {median(values) / top:5.2f}   [{shown}]")
+    return lines
+
+
+def against_sink(root: Path, issue_id: int, copy: bytes, args) -> list[str]:
     port = free_port()
     sink = start_sink(port)
     try:
-        make_site(root, 20)
-        with open(root / "feedpub.yaml", "a", encoding="utf-8") as settings:
-            settings.write(f"\nemail:\n  from: Bench <bench@example.org>\n  smtp:\n    host: 127.0.0.1\n"
-                           f"    port: {port}\n    security: none\n    connections: {args.c}\n"
-                           f"    per_connection: 100\n")
-        site = load_site(root)
-        store = Store(site.storage_url)
-        now = datetime.now(timezone.utc)
-        with store.engine.begin() as db:
-            db.execute(subscribers.insert(), [
-                {"email": f"reader{n}@example.net", "name": f"Reader {n}", "status": "active", "source": "bench",
-                 "created_at": now} for n in range(args.n)])
-            db.exec_driver_sql("INSERT INTO subscriptions (subscriber_id, list) SELECT id, 'bench' FROM subscribers")
-        issue = compose_digest(site, load_schedule(root, site.timezone), "bench", store).issue
-        size = len(issue.html.encode()) + len(issue.text.encode())
-
-        # Composing queued the issue already; queue it again, alone, to time the statement.
-        with store.engine.begin() as db:
-            db.exec_driver_sql("DELETE FROM deliveries")
-            started = time.perf_counter()
-            queued = Ledger(store).queue(db, issue.id, "bench")
-        queue_seconds = time.perf_counter() - started
-        store.close()
-
-        env = {**os.environ, "FEEDPUB_SECRET_KEY": "bench"}
-        started = time.perf_counter()
-        sender = subprocess.Popen([sys.executable, "-m", "feedpub", "send", "--site", str(root)],
-                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        peak = high_water_mark(sender)
-        output = sender.stdout.read()
-        assert sender.wait() == 0, output
-        send_seconds = time.perf_counter() - started
-        from feedpub.mail import IssueMessage, Letter, Recipient
-
-        # One reader's copy, the size of what the whole path sent, for the ceiling run.
-        letter = Letter(issue.id, "bench", "Bench", issue.subject, issue.html, issue.text)
-        prebuilt = IssueMessage(site, letter, date=now, unsubscribe_url=site.url("u?t={token}")).render(
-            Recipient(1, "reader@example.net", "Reader"), "x" * 100, f"<{'0' * 32}@{site.email.domain}>")
-        top = ceiling(port, prebuilt, args.ceiling_messages, args.c)
+        whole, tops, peaks = [], [], []
+        mail_settings(root, port, args.c, None)
+        for _round in range(args.r):
+            queued = requeue(root, issue_id)
+            seconds, peak, _output = feedpub_send(root)
+            whole.append(queued / seconds)
+            peaks.append(peak)
+            tops.append(ceiling(port, copy, args.n, args.c))
     finally:
         sink.terminate()
         sink.wait()
-        shutil.rmtree(root)
+    return [f"counting sink, {args.c} connections, {args.r} rounds:",
+            f"  {'minimal client':12} {median(tops):6.0f} messages/s",
+            f"  {'feedpub':12} {median(whole):6.0f} messages/s  ratio {median(whole) / median(tops):5.2f}",
+            f"  peak memory of a send: {max(peaks):.0f} MB"]
 
-    whole = queued / send_seconds
-    print(f"{queued} subscribers, message of {len(prebuilt) / 1024:.0f} KB ({size / 1024:.0f} KB of HTML and text), "
-          f"{args.c} connections")
-    print(f"queueing:            {queue_seconds:8.2f} s")
-    print(f"whole path:          {whole:8.0f} messages/s   ({send_seconds:.1f} s)  {output.strip()}")
-    print(f"sink ceiling:        {top:8.0f} messages/s   (minimal client, {args.ceiling_messages} messages)")
-    print(f"ratio:               {whole / top:8.0%}")
-    print(f"peak memory (send):  {peak:8.0f} MB")
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", type=int, default=3000, help="subscribers (and smtp-source messages) per round")
+    parser.add_argument("-c", type=int, default=4, help="SMTP connections / smtp-source sessions")
+    parser.add_argument("-r", type=int, default=3, help="rounds, alternating feedpub and its yardstick")
+    parser.add_argument("--no-postfix", action="store_true", help="measure against the counting sink only")
+    args = parser.parse_args()
+    sys.path.insert(0, str(REPO / "tests"))
+
+    reason = None if args.no_postfix else install_postfix()
+    root = Path(tempfile.mkdtemp(prefix="feedpub-send-bench-"))
+    try:
+        issue, copy = prepare(root, args.n)
+        print(f"{args.n} subscribers, a message of {len(copy) / 1024:.0f} KB")
+        lines = []
+        if not args.no_postfix:
+            lines += against_postfix(root, issue.id, len(copy), args) if reason is None else [f"no Postfix: {reason}"]
+        lines += against_sink(root, issue.id, copy, args)
+    finally:
+        shutil.rmtree(root)
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":
