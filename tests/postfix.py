@@ -1,9 +1,11 @@
-"""A private Postfix instance on 127.0.0.1 that accepts mail and throws it away.
+"""A private Postfix instance on 127.0.0.1 that throws away what it accepts, or relays it on.
 
 Tests and the send bench start one in a fresh folder on a free port, beside
 any Postfix the machine already runs: its own main.cf, master.cf, queue and
-log, every transport set to `discard`, no chroot. Debian's `postfix` package
-provides the programs; `available()` says why they cannot be used.
+log, no chroot, every transport set to `discard`, or to SMTP towards one
+server on 127.0.0.1 (a test's sink, to read what came through a real MTA).
+Debian's `postfix` package provides the programs; `available()` says why
+they cannot be used.
 """
 
 from __future__ import annotations
@@ -58,9 +60,9 @@ def _master_cf(port: int) -> str:
 class Postfix:
     """`with Postfix() as server:` ... server.port; the mail it accepts is discarded."""
 
-    def __init__(self, *, smtputf8: bool = True, processes: int = 100) -> None:
+    def __init__(self, *, smtputf8: bool = True, processes: int = 100, relay_to: int | None = None) -> None:
         self.port = free_port()
-        self.smtputf8, self.processes = smtputf8, processes
+        self.smtputf8, self.processes, self.relay_to = smtputf8, processes, relay_to
         # Not under pytest's private temporary folder: Postfix's own users must reach the queue.
         self.folder = Path(tempfile.mkdtemp(prefix="feedpub-postfix-"))
         os.chmod(self.folder, 0o755)
@@ -87,10 +89,12 @@ class Postfix:
             "mydestination": "",
             "mynetworks": "127.0.0.0/8",
             "smtpd_relay_restrictions": "permit_mynetworks, reject",
-            "default_transport": "discard",
-            "local_transport": "discard",
-            "relay_transport": "discard",
-            "virtual_transport": "discard",
+            "default_transport": self._transport,
+            "local_transport": self._transport,
+            "relay_transport": self._transport,
+            "virtual_transport": self._transport,
+            "smtp_tls_security_level": "none",
+            "smtp_dns_support_level": "disabled",
             "smtputf8_enable": "yes" if self.smtputf8 else "no",
             "default_process_limit": self.processes,
             "smtpd_client_connection_count_limit": 0,
@@ -110,6 +114,10 @@ class Postfix:
             raise RuntimeError(f"postfix start failed: {told.strip() or self.log()[-300:]}")
         self._wait_for_greeting()
         return self
+
+    @property
+    def _transport(self) -> str:
+        return f"smtp:[127.0.0.1]:{self.relay_to}" if self.relay_to else "discard"
 
     def _wait_for_greeting(self, seconds: float = 20) -> None:
         deadline = time.monotonic() + seconds

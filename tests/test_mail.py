@@ -7,7 +7,8 @@ from datetime import datetime, timezone
 from email import policy
 
 from feedpub.digest import PERSONAL, personalize
-from feedpub.mail import IssueMessage, Letter, Recipient
+from feedpub.dkim import relaxed_body
+from feedpub.mail import CleanMessage, IssueMessage, Letter, Recipient
 
 
 def test_copies_decode_to_the_personalized_issue(site):
@@ -62,6 +63,7 @@ def test_quoted_printable_lines_stay_within_76_characters_whatever_falls_on_a_br
     body = data.split(b"\r\n\r\n", 1)[1]
     too_long = [line for line in body.split(b"\r\n") if len(line) > 76]
     assert too_long == []
+    assert isinstance(data, CleanMessage) and relaxed_body(body) == body  # what CleanMessage promises
     assert not any(line.startswith(b".") for line in data.split(b"\r\n"))
     parsed = email.message_from_bytes(data, policy=policy.default)
     values = {"unsubscribe_url": site.url("unsubscribe?token=token"), "name": reader.name}

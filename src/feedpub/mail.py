@@ -42,6 +42,15 @@ class Recipient:
     name: str = ""
 
 
+class CleanMessage(bytes):
+    """A message feedpub encoded itself, with two promises that spare a 100 KB scan each.
+
+    No line starts with a dot, so SMTP needs no dot-stuffing; and the body
+    holds no tab, no run of spaces and no space before a line end, so it is
+    already in DKIM's relaxed canonical form.
+    """
+
+
 @dataclass(frozen=True)
 class Letter:
     """What every copy of one issue shares."""
@@ -56,6 +65,7 @@ class Letter:
 
 MAX_QP_LINE = 76  # RFC 2045, soft line break included
 _QP_TOKEN = re.compile(rb"=[0-9A-F]{2}|[^=]")
+_SECOND_SPACE = re.compile(rb"(?<= ) ")
 
 
 def _fit(line: bytes) -> bytes:
@@ -87,6 +97,9 @@ def _qp(text: str, *, continued: bool = False) -> bytes:
     continues on the same decoded line.
     """
     encoded = binascii.b2a_qp(text.encode("utf-8"), istext=True).replace(b"\r\n", b"\n")
+    # No tab and no run of spaces is left literal: the body is then already in DKIM's
+    # relaxed canonical form, which the signer checks in three scans instead of rewriting it.
+    encoded = _SECOND_SPACE.sub(b"=20", encoded.replace(b"\t", b"=09"))
     lines = encoded.split(b"\n")
     if continued:
         lines[-1] += b"="
@@ -153,7 +166,7 @@ class IssueMessage:
         self._body = rest.replace(_TEXT_BODY.encode() + b"\r\n", b"\0TEXT\0").replace(
             _HTML_BODY.encode() + b"\r\n", b"\0HTML\0").split(b"\0")
 
-    def render(self, recipient: Recipient, token: str, message_id: str) -> bytes:
+    def render(self, recipient: Recipient, token: str, message_id: str) -> CleanMessage:
         """One recipient's copy, ready for SMTP; MESSAGE_ID is the one its delivery row keeps."""
         link = self.unsubscribe_url.format(token=quote(token, safe=""))
         mailto = f"mailto:unsubscribe@{self.domain}?subject=unsubscribe%20{quote(token, safe='')}"
@@ -165,7 +178,7 @@ class IssueMessage:
         values = {"unsubscribe_url": link, "name": one_line(recipient.name)}
         parts = {b"TEXT": self._text.fill(values), b"HTML": self._html.fill(values)}
         body = b"".join(parts.get(piece, piece) for piece in self._body)
-        return head + b"\r\n\r\n" + body
+        return CleanMessage(head + b"\r\n\r\n" + body)
 
 
 def _to_header(name: str, address: str) -> str:

@@ -20,11 +20,13 @@ from typing import Protocol
 
 from .config import EmailSettings, SMTPSettings
 from .errors import FeedpubError
+from .mail import CleanMessage
 
 _UNKNOWN_USER = re.compile(r"\b5\.1\.\d{1,3}\b")
 # Enhanced status codes that speak of one mailbox: its address (x.1.x) or its state (x.2.x).
 _ABOUT_MAILBOX = re.compile(r"\b[45]\.[12]\.\d{1,3}\b")
 _POLICY_CODE = re.compile(r"\b4\.7\.\d{1,3}\b")
+_LEADING_DOT = re.compile(rb"^\.", re.MULTILINE)
 _THROTTLE_WORDS = re.compile(r"rate|too (?:much|many)|throttl|limit|slow down|exceed", re.I)
 
 
@@ -176,37 +178,68 @@ class SMTPTransport:
     def _transaction(self, sender: str, recipient: str, message: bytes, smtputf8: bool) -> None:
         """MAIL, RCPT, DATA for one recipient, each refusal sorted by whose it is.
 
-        smtplib's sendmail would also run a regular expression over the whole
-        message to double leading dots; feedpub's messages have none (its
-        encoder writes a leading dot as =2E), so that is left out, except for
-        a message that does start a line with a dot.
+        With PIPELINING (RFC 2920) the three commands go in one write and
+        their replies are read together: one round trip instead of three,
+        which saves the server as much work as the sender.
         """
         smtp = self._smtp
         smtp.ehlo_or_helo_if_needed()
-        options = []
         if smtputf8:
             if not smtp.has_extn("smtputf8"):
                 raise PermanentFailure(None, f"{self.name} does not offer SMTPUTF8, which this address needs")
-            options = ["SMTPUTF8", "BODY=8BITMIME"]
+            self._one_by_one(sender, recipient, message, ["SMTPUTF8", "BODY=8BITMIME"])
+        elif smtp.has_extn("pipelining"):
+            self._pipelined(sender, recipient, message)
+        else:
+            self._one_by_one(sender, recipient, message, [])
+
+    def _one_by_one(self, sender: str, recipient: str, message: bytes, options: list[str]) -> None:
+        smtp = self._smtp
         code, reply = smtp.mail(sender, options)
         if code != 250:
             raise _server_reply(code, reply)
         code, reply = smtp.rcpt(recipient)
         if code not in (250, 251):
             raise _recipient_reply(code, reply)
-        code, reply = smtp.data(message) if message.startswith(b".") or b"\n." in message \
-            else self._data_unstuffed(message)
-        if code != 250:
-            raise _data_reply(code, reply, recipient)
+        self._start_data()
+        self._content(message, recipient)
 
-    def _data_unstuffed(self, message: bytes) -> tuple[int, bytes]:
+    def _pipelined(self, sender: str, recipient: str, message: bytes) -> None:
         smtp = self._smtp
-        smtp.putcmd("data")
-        code, reply = smtp.getreply()
+        # Addresses were checked for CR, LF and angle brackets before they got here.
+        smtp.send(f"MAIL FROM:{smtplib.quoteaddr(sender)}\r\nRCPT TO:{smtplib.quoteaddr(recipient)}\r\n"
+                  f"DATA\r\n".encode("ascii"))
+        (mail, mail_reply), (rcpt, rcpt_reply), (data, data_reply) = (smtp.getreply() for _ in range(3))
+        if data == 354 and (mail != 250 or rcpt not in (250, 251)):
+            smtp.send(b".\r\n")  # RFC 2920: end the empty message a careless server opened, then refuse
+            smtp.getreply()
+        if mail != 250:
+            raise _server_reply(mail, mail_reply)
+        if rcpt not in (250, 251):
+            raise _recipient_reply(rcpt, rcpt_reply)
+        if data != 354:
+            raise _server_reply(data, data_reply)
+        self._content(message, recipient)
+
+    def _start_data(self) -> None:
+        self._smtp.putcmd("data")
+        code, reply = self._smtp.getreply()
         if code != 354:
             raise _server_reply(code, reply)
+
+    def _content(self, message: bytes, recipient: str) -> None:
+        """The message and its terminator in one write, dot-stuffed only if a line starts with a dot.
+
+        feedpub's encoder writes a leading dot as =2E, so its own messages
+        (CleanMessage) skip even the search for one.
+        """
+        if not isinstance(message, CleanMessage) and (message.startswith(b".") or b"\n." in message):
+            message = _LEADING_DOT.sub(b"..", message)
+        smtp = self._smtp
         smtp.send(message + (b".\r\n" if message.endswith(b"\r\n") else b"\r\n.\r\n"))
-        return smtp.getreply()
+        code, reply = smtp.getreply()
+        if code != 250:
+            raise _data_reply(code, reply, recipient)
 
     def _reset(self) -> None:
         """Clear the failed transaction so the connection serves the next message."""
