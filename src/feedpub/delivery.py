@@ -140,7 +140,8 @@ def send_queued(site: Site, store: Store, *, environ: Mapping[str, str], schedul
     breaker = Breaker(store, make_transport().name)
     halt = threading.Event()  # the breaker opened, or the database failed: stop taking rows
     started = time.perf_counter()
-    jobs: queue.Queue[Job | None] = queue.Queue()
+    # Bounded, so the next batch is leased while the threads still have work: no pause between batches.
+    jobs: queue.Queue[Job | None] = queue.Queue(maxsize=connections * 16)
     untried: list[Job] = []
     lock = threading.Lock()
 
@@ -231,12 +232,16 @@ def send_queued(site: Site, store: Store, *, environ: Mapping[str, str], schedul
             ledger.replay_journal()
             batch = ledger.claim(connections * 32, clock())
             if not batch:
+                jobs.join()  # what is in flight may yet come due again, as a retry
                 if not _wait_for_retry(ledger, clock, wait_for_retries, stop):
                     break
                 continue
             for job in batch:
-                jobs.put(job)
-            jobs.join()
+                if stop.is_set() or halt.is_set():
+                    with lock:
+                        untried.append(job)
+                else:
+                    jobs.put(job)
     finally:
         for _ in threads:
             jobs.put(None)
