@@ -170,6 +170,43 @@ class Subscribers:
                            .values(status="unsubscribed", unsubscribed_at=now))
         return bool(removed)
 
+    def confirm(self, subscriber_id: int, lists: Iterable[str], *, made_at: datetime, now: datetime,
+                pending_only: bool) -> str:
+        """Carry out a confirmation link signed at MADE_AT; what happened, in one word.
+
+        'confirmed': the subscriber is active on LISTS. 'used': they were
+        confirmed after the link was made, so it has done its work. 'stale':
+        they unsubscribed after it was made, and it never brings them back.
+        'ask': PENDING_ONLY, and they are not pending (a returning reader, or
+        one adding lists): only a deliberate POST may do that. 'refused':
+        unknown, bounced or complained. A link made in the same second as the
+        last change counts as older: a refusal is safe, a wrong reactivation
+        is not.
+        """
+        allowed = ("pending",) if pending_only else ("pending", "active", "unsubscribed")
+        row = subscribers.c
+        with self.engine.begin() as db:
+            # The UPDATE first: it takes the write lock before anything is read.
+            changed = db.execute(update(subscribers).where(
+                row.id == subscriber_id, row.status.in_(allowed),
+                (row.unsubscribed_at.is_(None)) | (row.unsubscribed_at < made_at),
+                (row.confirmed_at.is_(None)) | (row.confirmed_at < made_at),
+            ).values(status="active", confirmed_at=now)).rowcount
+            if changed:
+                known = set(self._lists(db, subscriber_id))
+                new = [name for name in _check_lists(lists) if name not in known]
+                if new:
+                    db.execute(insert(subscriptions), [{"subscriber_id": subscriber_id, "list": n} for n in new])
+                return "confirmed"
+            found = db.execute(select(subscribers).where(row.id == subscriber_id)).first()
+        if found is None or found.status not in ("pending", "active", "unsubscribed"):
+            return "refused"
+        if found.unsubscribed_at is not None and found.unsubscribed_at >= made_at:
+            return "stale"
+        if found.confirmed_at is not None and found.confirmed_at >= made_at:
+            return "used"
+        return "ask"
+
     def all(self, *, list_name: str | None = None, status: str | None = None) -> Iterator[Subscriber]:
         """Subscribers by address, streamed: a large list is never held in memory."""
         query = select(subscribers).order_by(subscribers.c.email)
