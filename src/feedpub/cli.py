@@ -265,13 +265,12 @@ def serve(site, host: str, port: int, web_only: bool) -> None:
     import os
     import signal
 
-    import uvicorn
-
     from .jobs import open_store
     from .runlock import RunLock
     from .scheduler import Service
     from .schedule import load_schedule
     from .web import create_app
+    from .webserver import serve as serve_http
 
     require_key(site)
     configure_logging()
@@ -290,7 +289,7 @@ def serve(site, host: str, port: int, web_only: bool) -> None:
         # scheduler below is stopped cleanly instead of the process being killed.
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: service and service.stopping.set())
-        uvicorn.run(app, host=host, port=port, log_level="warning", proxy_headers=True)
+        serve_http(app, host=host, port=port, settings=site.web)
     finally:
         if service is not None:
             service.stop()

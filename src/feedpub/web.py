@@ -159,14 +159,11 @@ def create_app(site: Site, schedule: Schedule, store: Store, *, service=None,
         if claim is None or (request.method == "POST" and not same_site(request)):
             return notice(vocabulary["confirmed_title"], vocabulary["invalid_link"], 400)
         chosen = [n for n in claim.list.split(",") if n]
-        if request.method == "HEAD":  # HEAD changes nothing: the page a GET might show
-            outcome = "ask"
-        else:
-            # A GET (a reader's click, or a mail scanner's) may confirm a pending
-            # address only; bringing back one who left, or adding lists, takes a POST.
-            outcome = await run_in_threadpool(book.confirm, claim.subscriber_id, chosen, made_at=claim.made_at,
-                                              now=datetime.now(timezone.utc),
-                                              pending_only=request.method != "POST")
+        # A GET (a reader's click, or a mail scanner's) may confirm a pending address
+        # only; bringing back one who left, or adding lists, takes a POST. HEAD changes nothing.
+        outcome = await run_in_threadpool(book.confirm, claim.subscriber_id, chosen, made_at=claim.made_at,
+                                          now=datetime.now(timezone.utc), pending_only=request.method != "POST",
+                                          change=request.method != "HEAD")
         if outcome == "confirmed":
             log.info("confirm: subscriber %d confirmed %s", claim.subscriber_id, ",".join(chosen))
             return notice(vocabulary["confirmed_title"], vocabulary["confirmed"].format(lists=lists_text(chosen)))
