@@ -219,3 +219,182 @@ def test_a_preview_is_written_to_state_and_never_served(serve, site_dir, tmp_pat
     server = serve()
     for name in ("issue.html", "issue.txt", "issue.eml"):
         assert server.client.get(f"/preview/weekly/{name}").status_code == 404
+
+
+# 2. Abuse.
+
+SECURITY = {"x-content-type-options": "nosniff", "x-frame-options": "DENY", "referrer-policy": "no-referrer"}
+
+
+def assert_secured(response: httpx.Response) -> None:
+    for name, value in SECURITY.items():
+        assert response.headers.get(name) == value, (response.url, name)
+    assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+
+
+def test_every_response_carries_the_security_headers(serve, site_dir):
+    server = serve()
+    client = server.client
+    answers = [client.get("/"), client.get("/feed.xml"), client.get("/atom.xml"), client.get("/feed.json"),
+               client.get("/cofondateur-xai-quitte-entreprise/"), client.get("/no-such-page/"),
+               client.get("/subscribe"), client.get("/unsubscribe?token=forged"), client.get("/confirm?token=x"),
+               client.get("/healthz"), client.head("/feed.xml"),
+               client.post("/subscribe", content=b"x" * 100_000)]
+    assert [a.status_code for a in answers] == [200, 200, 200, 200, 200, 404, 200, 400, 400, 200, 200, 413]
+    for answer in answers:
+        assert_secured(answer)
+    feed = answers[1]
+    assert feed.headers["content-type"] == "application/rss+xml; charset=utf-8" and b"<rss" in feed.content
+
+
+def test_dot_files_and_folders_are_never_served(serve, site_dir):
+    server = serve()
+    public = site_dir / "public"
+    (public / ".writing").mkdir(exist_ok=True)  # the build writes there first
+    (public / ".writing" / "draft.html").write_text("unpublished")
+    (public / ".env").write_text("SECRET=1")
+    (public / ".feed.xml.123.abc.tmp").write_text("half written")
+    for path in ("/.writing/draft.html", "/.writing/", "/.env", "/.feed.xml.123.abc.tmp", "/%2ewriting/draft.html",
+                 "/tags/../.env"):
+        answer = server.client.get(path)
+        assert answer.status_code == 404 and b"unpublished" not in answer.content, path
+
+
+def _post_raw(port: int, head: bytes, body: bytes = b"", *, wait: float = 10) -> tuple[bytes, float]:
+    """Send HEAD and BODY as they are; the server's answer and the seconds it took."""
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=wait) as line:
+        line.sendall(head)
+        try:
+            line.sendall(body)
+        except OSError:
+            pass  # the server may close the line before reading what it refused
+        answer = b""
+        try:
+            while chunk := line.recv(65536):
+                answer += chunk
+                if b"\r\n\r\n" in answer and b"connection: close" in answer.lower():
+                    break
+        except OSError:
+            pass
+    return answer, time.monotonic() - started
+
+
+def test_a_large_body_and_a_huge_form_are_refused_quickly_with_memory_flat(serve, site_dir):
+    server = serve()
+    token = form_token(server.client.get("/subscribe").text)
+    before = server.rss_kb()
+    megabyte = b"email=" + b"a" * 1_000_000
+    fields = b"&".join(b"f%d=1" % n for n in range(100_000)) + b"&form_token=" + token.encode()
+    timings = {}
+    for label, body in (("1 MB body", megabyte), ("100,000 fields", fields)):
+        head = (b"POST /subscribe HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(body))
+        for _ in range(10):
+            answer, seconds = _post_raw(server.port, head, body)
+            assert answer.startswith(b"HTTP/1.1 413 "), answer[:200]
+            timings[label] = max(timings.get(label, 0), seconds)
+    # A body sent in chunks, which says no length: counted as it comes, refused past the limit.
+    chunked = server.client.post("/subscribe", content=iter([b"email=" + b"a" * 8192] * 128))
+    assert chunked.status_code == 413
+    # Under the size limit, but more fields than any form of ours has.
+    many = server.client.post("/subscribe", content=b"&".join(b"f%d=1" % n for n in range(60)),
+                              headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert many.status_code == 400
+    after = server.rss_kb()
+    print(f"\nRSS of serve: {before} kB before, {after} kB after 20 refused bodies and a chunked one; "
+          f"slowest refusal: {timings}")
+    assert after - before < 10_000
+    assert max(timings.values()) < 1.0
+    assert server.client.get("/feed.xml").status_code == 200
+
+
+def test_half_open_connections_do_not_starve_a_client(serve, site_dir):
+    settings(site_dir, "web:\n  max_connections: 100\n  header_timeout: 3\n")
+    server = serve()
+    silent = []
+    for _ in range(300):
+        line = socket.create_connection(("127.0.0.1", server.port))
+        line.sendall(b"GET /feed.xml HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and never the end of the headers
+        silent.append(line)
+    try:
+        times = []
+        for _ in range(5):
+            started = time.monotonic()
+            answer = httpx.get(server.base + "/feed.xml", timeout=10)
+            times.append(time.monotonic() - started)
+            assert answer.status_code == 200
+        print(f"\nwith 300 half-open connections (max_connections 100): a client served in "
+              f"{max(times) * 1000:.1f} ms at worst of 5")
+        assert max(times) < 1.0
+        # The silent ones are answered 408 and closed: pushed out for newcomers, or at the header deadline.
+        time.sleep(3.5)
+        closed = 0
+        for line in silent:
+            line.settimeout(0.5)
+            try:
+                data = line.recv(1024)
+            except (TimeoutError, OSError):
+                continue
+            closed += data == b"" or data.startswith(b"HTTP/1.1 408")
+        assert closed == 300
+    finally:
+        for line in silent:
+            line.close()
+    log = server.log()
+    assert len(log.splitlines()) < 50, log[-2000:]
+
+
+def test_a_body_that_never_ends_is_cut_off(serve, site_dir):
+    settings(site_dir, "web:\n  body_timeout: 2\n")
+    server = serve("--web-only")
+    head = (b"POST /subscribe HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            b"Content-Length: 1000\r\n\r\n")
+    answer, seconds = _post_raw(server.port, head, b"email=slow", wait=10)
+    assert 1.5 < seconds < 5 and b" 500 " not in answer
+    assert "Traceback" not in server.log()
+
+
+def _subscribe(client: httpx.Client, token: str, address: str, **headers) -> int:
+    return client.post("/subscribe", data={"email": address, "lists": "weekly", "form_token": token},
+                       headers=headers).status_code
+
+
+def test_forwarded_for_is_believed_only_from_a_trusted_proxy(serve, site_dir):
+    server = serve("--web-only")
+    token = form_token(server.client.get("/subscribe").text)
+    answers = [_subscribe(server.client, token, f"r{n}@example.net", **{"X-Forwarded-For": f"203.0.113.{n}"})
+               for n in range(25)]
+    assert answers[:20] == [200] * 20 and answers[20:] == [429] * 5  # rotating the header lifts nothing
+    server.stop()
+
+    settings(site_dir, "web:\n  trusted_proxies: [127.0.0.1, '10.0.0.0/8']\n")
+    proxied = serve("--web-only")
+    token = form_token(proxied.client.get("/subscribe").text)
+    answers = [_subscribe(proxied.client, token, f"p{n}@example.net", **{"X-Forwarded-For": f"198.51.100.{n}"})
+               for n in range(25)]
+    assert answers == [200] * 25  # behind the proxy, each client is counted on its own
+    # The proxy appends what it saw: a client's own claim on the left changes nothing.
+    spoofed = [_subscribe(proxied.client, token, f"s{n}@example.net",
+                          **{"X-Forwarded-For": f"192.0.2.{n}, 10.1.1.1, 198.51.100.200"}) for n in range(22)]
+    assert spoofed[:20] == [200] * 20 and spoofed[20:] == [429] * 2
+
+
+def test_origin_null_and_foreign_origins_are_refused_on_forms(serve, site_dir):
+    server = serve("--web-only")
+    token = form_token(server.client.get("/subscribe").text)
+    assert _subscribe(server.client, token, "a@example.net", Origin="null") == 403
+    assert _subscribe(server.client, token, "a@example.net", Origin="https://evil.example.com") == 403
+    assert _subscribe(server.client, token, "a@example.net", Origin=server.base) == 200
+
+
+def test_the_rate_limit_forgets_idle_keys_and_holds_a_bounded_number():
+    clock = {"now": 0.0}
+    limit = RateLimit(2, 60, max_keys=1000, clock=lambda: clock["now"])
+    assert [limit.allow("a") for _ in range(3)] == [True, True, False]
+    for n in range(100_000):  # a stream of new keys, as from rotating addresses
+        limit.allow(f"k{n}")
+        clock["now"] += 0.0001
+    assert len(limit) == 1000
+    clock["now"] += 61
+    assert limit.allow("a") and len(limit) == 1  # a minute later, every idle key is forgotten
