@@ -398,3 +398,118 @@ def test_the_rate_limit_forgets_idle_keys_and_holds_a_bounded_number():
     assert len(limit) == 1000
     clock["now"] += 61
     assert limit.allow("a") and len(limit) == 1  # a minute later, every idle key is forgotten
+
+
+# 5. The state database under concurrency.
+
+def _outbox_recipients(site_dir: Path) -> list[str]:
+    import email
+    from email import policy
+
+    folder = site_dir / "outbox" / "new"
+    found = []
+    for path in folder.iterdir() if folder.exists() else ():
+        message = email.message_from_bytes(path.read_bytes(), policy=policy.default)
+        found.append(str(message["To"]))
+    return found
+
+
+def test_a_20000_row_import_while_serve_takes_subscriptions(serve, site_dir, tmp_path):
+    settings(site_dir, "web:\n  trusted_proxies: [127.0.0.1]\n")
+    rows = tmp_path / "list.csv"
+    with rows.open("w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["email", "name", "lists"])
+        for n in range(20_000):
+            writer.writerow([f"imported{n}@example.org", f"Reader {n}", "weekly"])
+    server = serve()
+    token = form_token(server.client.get("/subscribe").text)
+    importing = subprocess.Popen([sys.executable, "-m", "feedpub", "subscribers", "import", str(rows),
+                                  "--site", str(site_dir)], env=WITH_KEY, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+    statuses: list[int] = []
+    feed_seconds: list[float] = []
+
+    def sign_up(worker: int) -> None:
+        with httpx.Client(base_url=server.base, timeout=60) as client:
+            for n in range(15):
+                address = f"web{worker}-{n}@example.net"
+                statuses.append(_subscribe(client, token, address, **{"X-Forwarded-For": f"198.51.{worker}.{n}"}))
+                started = time.monotonic()
+                assert client.get("/feed.xml").status_code == 200
+                feed_seconds.append(time.monotonic() - started)
+
+    started = time.monotonic()
+    workers = [threading.Thread(target=sign_up, args=(w,)) for w in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    out, err = importing.communicate(timeout=300)
+    took = time.monotonic() - started
+    assert importing.returncode == 0, err
+    assert statuses == [200] * 60, statuses
+    store = Store(load_site(site_dir).storage_url)
+    try:
+        book = Subscribers(store)
+        everyone = {s.email: s for s in book.all()}
+    finally:
+        store.close()
+    assert sum(e.startswith("imported") for e in everyone) == 20_000
+    web = [f"web{w}-{n}@example.net" for w in range(4) for n in range(15)]
+    assert all(everyone[a].status == "pending" for a in web)
+    mailed = wait_until(lambda: (lambda r: r if sum(a.startswith("web") for a in r) == 60 else None)(
+        _outbox_recipients(site_dir)), seconds=60)
+    assert sorted(a for a in mailed if a.startswith("web")) == sorted(web)  # each confirmation once
+    print(f"\nimport of 20,000 rows with 60 sign-ups alongside: {took:.1f} s; /feed.xml at worst "
+          f"{max(feed_seconds) * 1000:.0f} ms; {out.strip()}")
+    assert " 500 " not in server.log() and "Traceback" not in server.log()
+
+
+def wait_until(predicate, seconds: float = 10):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(0.1)
+    raise AssertionError("timed out")
+
+
+def test_a_locked_database_answers_503_with_retry_after(serve, site_dir):
+    import sqlite3
+
+    from feedpub.build import build
+
+    build(load_site(site_dir))
+    server = serve("--web-only")
+    token = form_token(server.client.get("/subscribe").text)
+    holder = sqlite3.connect(site_dir / "state" / "feedpub.sqlite", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # as a writer that holds the lock past the busy timeout
+    answers = {}
+
+    def late_sign_up() -> None:
+        started = time.monotonic()
+        answers["late"] = server.client.post("/subscribe", data={"email": "late@example.net", "lists": "weekly",
+                                                                 "form_token": token}, timeout=60)
+        answers["waited"] = time.monotonic() - started
+
+    try:
+        waiting = threading.Thread(target=late_sign_up)
+        waiting.start()
+        time.sleep(1)
+        started = time.monotonic()
+        with httpx.Client(base_url=server.base, timeout=10) as other:
+            assert other.get("/feed.xml").status_code == 200  # the feeds never wait for the database
+            assert other.get("/subscribe").status_code == 200
+        feed_seconds = time.monotonic() - started
+        waiting.join()
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    answer = answers["late"]
+    assert answer.status_code == 503 and answer.headers["retry-after"] == "10"
+    assert_secured(answer)
+    assert answers["waited"] >= 29  # the busy timeout was honoured first
+    assert feed_seconds < 1
+    assert "Traceback" not in server.log()
+    assert _subscribe(server.client, token, "late@example.net") == 200
