@@ -513,3 +513,38 @@ def test_a_locked_database_answers_503_with_retry_after(serve, site_dir):
     assert feed_seconds < 1
     assert "Traceback" not in server.log()
     assert _subscribe(server.client, token, "late@example.net") == 200
+
+
+def test_known_and_unknown_addresses_are_answered_in_the_same_time(serve, site_dir):
+    from statistics import median
+
+    settings(site_dir, "web:\n  trusted_proxies: [127.0.0.1]\n")
+    for n in range(30):
+        subscriber(site_dir, f"known{n}@example.net")
+    server = serve("--web-only")
+    token = form_token(server.client.get("/subscribe").text)
+    times: dict[str, list[float]] = {"known": [], "unknown": []}
+    for n in range(30):
+        for kind in ("known", "unknown"):
+            started = time.monotonic()
+            assert _subscribe(server.client, token, f"{kind}{n}@example.net",
+                              **{"X-Forwarded-For": f"198.51.100.{n * 2 + (kind == 'known')}"}) == 200
+            times[kind].append(time.monotonic() - started)
+    gap = abs(median(times["known"]) - median(times["unknown"]))
+    print(f"\nsign-up answer, median of 30: known {median(times['known']) * 1000:.1f} ms, "
+          f"unknown {median(times['unknown']) * 1000:.1f} ms")
+    assert gap < 0.005
+
+
+def test_a_flood_of_malformed_requests_does_not_flood_the_log(serve, site_dir):
+    server = serve("--web-only")
+    for _ in range(300):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as line:
+            line.sendall(b"\x16\x03\x01 not http at all\r\n\r\n")
+            try:
+                line.recv(1024)
+            except OSError:
+                pass
+    assert server.client.get("/healthz").status_code == 200
+    lines = server.log().splitlines()
+    assert 1 <= len(lines) <= 15, lines[-5:]
