@@ -6,6 +6,7 @@ import csv
 import hashlib
 import os
 import re
+import shutil
 import signal
 import socket
 import stat
@@ -35,13 +36,13 @@ NOW = datetime.now(timezone.utc)
 class Server:
     """`feedpub serve` in its own process, on a free port of 127.0.0.1."""
 
-    def __init__(self, site_dir: Path, *args: str, env=WITH_KEY) -> None:
+    def __init__(self, site_dir: Path, *args: str, env=WITH_KEY, prefix: tuple[str, ...] = ()) -> None:
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log_path = site_dir.parent / f"serve-{self.port}.log"
         self._log = open(self.log_path, "w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "feedpub", "serve", "--port", str(self.port), "--site", str(site_dir), *args],
+            [*prefix, sys.executable, "-m", "feedpub", "serve", "--port", str(self.port), "--site", str(site_dir), *args],
             env=env, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while True:
@@ -73,8 +74,8 @@ class Server:
 def serve(site_dir):
     started = []
 
-    def start(*args: str, env=WITH_KEY) -> Server:
-        started.append(Server(site_dir, *args, env=env))
+    def start(*args: str, env=WITH_KEY, prefix: tuple[str, ...] = ()) -> Server:
+        started.append(Server(site_dir, *args, env=env, prefix=prefix))
         return started[-1]
 
     yield start
@@ -343,6 +344,38 @@ def test_half_open_connections_do_not_starve_a_client(serve, site_dir):
             line.close()
     log = server.log()
     assert len(log.splitlines()) < 50, log[-2000:]
+
+
+@pytest.mark.skipif(not shutil.which("prlimit"), reason="needs prlimit (util-linux)")
+def test_more_half_open_connections_than_open_files_do_not_lock_clients_out(serve, site_dir):
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1400:
+        pytest.skip("this test's own process needs 1,400 open files")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1400), hard))
+    server = serve(prefix=("prlimit", "--nofile=1024:1024"))  # the usual default, and no way to raise it
+    silent = []
+    try:
+        for _ in range(1100):
+            line = socket.create_connection(("127.0.0.1", server.port))
+            line.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            silent.append(line)
+        times = []
+        for _ in range(5):
+            started = time.monotonic()
+            assert httpx.get(server.base + "/feed.xml", timeout=10).status_code == 200
+            times.append(time.monotonic() - started)
+        print(f"\nwith 1,100 half-open connections under a limit of 1,024 open files: a client served in "
+              f"{max(times) * 1000:.1f} ms at worst of 5")
+        assert max(times) < 1.0
+    finally:
+        for line in silent:
+            line.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    log = server.log()
+    assert "at most 704 connections" in log and "Too many open files" not in log
+    assert len(log.splitlines()) < 30, log[-3000:]
 
 
 def test_a_body_that_never_ends_is_cut_off(serve, site_dir):

@@ -24,7 +24,10 @@ from .webconfig import WebSettings
 log = logging.getLogger("feedpub")
 _TIMEOUT_ANSWER = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 _FULL_ANSWER = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-FILES_SPARED = 64  # descriptors kept for the database, templates and logs, beyond the connections
+BACKLOG = 128  # asyncio accepts up to this many at once, before any of them can be turned away
+# Descriptors kept beyond max_connections: the database, templates and logs, one
+# burst of accepts, and connections closed but not yet released.
+FILES_SPARED = 64 + 2 * BACKLOG
 
 
 def protocol_for(settings: WebSettings, max_connections: int) -> type[H11Protocol]:
@@ -145,14 +148,15 @@ def serve(app, *, host: str, port: int, settings: WebSettings) -> None:
     if max_connections < settings.max_connections:
         log.warning("web: at most %d connections: the limit on open files is %d (raise LimitNOFILE)",
                     max_connections, files)
-    logging.getLogger("uvicorn.error").addFilter(_Throttled())
+    for name in ("uvicorn.error", "asyncio"):  # asyncio: "Too many open files" on accept, with a traceback
+        logging.getLogger(name).addFilter(_Throttled())
     config = uvicorn.Config(
         app, host=host, port=port, log_level="warning", access_log=False,
         # X-Forwarded-For is read by the app, from web.trusted_proxies only.
         proxy_headers=False, server_header=False,
         http=protocol_for(settings, max_connections),
         # The connection bound above holds first; this one bounds requests in flight.
-        limit_concurrency=max_connections + 1,
+        limit_concurrency=max_connections + 1, backlog=BACKLOG,
         timeout_keep_alive=5, h11_max_incomplete_event_size=16_384,
     )
     server = uvicorn.Server(config)
