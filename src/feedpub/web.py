@@ -83,9 +83,9 @@ def create_app(site: Site, schedule: Schedule, store: Store, *, service=None,
         return HTMLResponse(render_page(site, template, **context), status_code=status_code)
 
     def notice(heading: str, message: str, status_code: int = 200, *, button: str = "",
-               action: str = "") -> HTMLResponse:
+               action: str = "", one_click: bool = False) -> HTMLResponse:
         return page("notice.html.j2", status_code, heading=heading, message=message, button=button,
-                    action=action)
+                    action=action, one_click=one_click)
 
     def same_site(request: Request) -> bool:
         """A browser says where a form was posted from; it must be this site."""
@@ -193,7 +193,7 @@ def create_app(site: Site, schedule: Schedule, store: Store, *, service=None,
             return notice(vocabulary["unsubscribe_title"],
                           vocabulary["unsubscribe_question"].format(list=what, email=claim.email),
                           button=vocabulary["unsubscribe_button"],
-                          action=site.url(f"unsubscribe?token={quote(token)}"))
+                          action=site.url(f"unsubscribe?token={quote(token)}"), one_click=True)
         # RFC 8058 one-click: the signed token is the whole authority, no cookie, no form
         # token, and no Origin check either: a webmail may post it from its own pages.
         await run_in_threadpool(book.unsubscribe, claim.subscriber_id, claim.list, datetime.now(timezone.utc))
