@@ -167,6 +167,18 @@ def test_a_confirm_link_works_once_and_never_brings_back_who_left(serve, site_di
     assert "déjà confirmé" in server.client.post(f"/confirm?token={new}").text
 
 
+def test_adding_a_list_by_its_link_takes_a_post(serve, site_dir):
+    reader = subscriber(site_dir, "reader@example.net")  # active on weekly since NOW
+    _next_second()
+    token = Signer(KEY).make("confirm", TokenSubject(reader.id, reader.email, "daily"))
+    server = serve("--web-only")
+    asked = server.client.get(f"/confirm?token={token}")
+    assert asked.status_code == 200 and '<form method="post"' in asked.text and "List-Unsubscribe" not in asked.text
+    assert status_of(site_dir, reader.email) == ("active", ("weekly",))
+    assert server.client.post(f"/confirm?token={token}").status_code == 200
+    assert status_of(site_dir, reader.email) == ("active", ("daily", "weekly"))
+
+
 # 3. Keys.
 
 def test_the_example_site_keeps_a_random_key_and_refuses_the_old_derived_one(serve, site_dir):

@@ -36,7 +36,7 @@ def protocol_for(settings: WebSettings, max_connections: int) -> type[H11Protoco
     class GuardedH11Protocol(H11Protocol):
         def connection_made(self, transport) -> None:
             super().connection_made(transport)
-            self._deadline_timer = None
+            self._deadline_timer, self._deadline_for = None, None
             self._idle_since = time.monotonic()
             if len(self.connections) > max_connections and not _make_room(self):
                 self._answer_and_close(_FULL_ANSWER)
@@ -67,7 +67,7 @@ def protocol_for(settings: WebSettings, max_connections: int) -> type[H11Protoco
             state = self.conn.their_state
             wanted = ("headers" if state is h11.IDLE and self.timeout_keep_alive_task is None
                       else "body" if state is h11.SEND_BODY else None)
-            if wanted == getattr(self, "_deadline_for", None) and self._deadline_timer is not None:
+            if wanted == self._deadline_for and self._deadline_timer is not None:
                 return
             self._cancel()
             if wanted is not None:
