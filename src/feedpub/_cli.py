@@ -27,6 +27,17 @@ def site_option(command):
     return wrapper
 
 
+def require_key(site) -> None:
+    """Stop before doing anything when personal links could not be signed."""
+    import os
+
+    from .tokens import key_problem
+
+    problem = key_problem(site, os.environ)
+    if problem:
+        raise click.ClickException(problem)
+
+
 def report_problems(errors: list[str], warnings: list[str]) -> None:
     for line in warnings:
         click.echo(f"warning: {line}", err=True)

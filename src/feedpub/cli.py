@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
-from ._cli import configure_logging, now, report_problems, site_option
+from ._cli import configure_logging, now, report_problems, require_key, site_option
 from .cli_subscribers import subscribers
 
 EXIT_TRANSPORT_DOWN = 75  # EX_TEMPFAIL: try again later
@@ -48,16 +49,20 @@ def check(site) -> None:
 
     Exits 0 only when all is clean. Example: feedpub check
     """
-    from .build import check as run_check
+    import os
 
+    from .build import check as run_check
     from .dkim import make_signer
     from .errors import ConfigError
+    from .tokens import key_problem
 
     errors, warnings = run_check(site)
     try:
         make_signer(site.email.dkim)
     except ConfigError as exc:
         errors.append(str(exc))
+    if problem := key_problem(site, os.environ):
+        errors.append(problem)
     report_problems(errors, warnings)
     if errors or warnings:
         click.echo(f"{len(errors)} errors, {len(warnings)} warnings", err=True)
@@ -67,11 +72,13 @@ def check(site) -> None:
 
 @main.command()
 @click.argument("name")
-@click.option("--preview", is_flag=True, help="Write the issue to public/preview/NAME/ and change no state.")
+@click.option("--preview", is_flag=True, help="Write the issue to state/preview/NAME/ and change no state.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="With --preview: the folder to write the issue to instead.")
 @click.option("--timings", is_flag=True, help="Print the seconds spent in each step.")
 @click.option("--send", "and_send", is_flag=True, help="Also send what is queued, now.")
 @site_option
-def digest(site, name: str, preview: bool, timings: bool, and_send: bool) -> None:
+def digest(site, name: str, preview: bool, out_dir: Path | None, timings: bool, and_send: bool) -> None:
     """Compose digest NAME now from the articles first published since its last issue, and queue it.
 
     The issue is queued for every active subscriber of its list in the same
@@ -81,10 +88,15 @@ def digest(site, name: str, preview: bool, timings: bool, and_send: bool) -> Non
     from .jobs import compose_digest, open_store
     from .schedule import load_schedule
 
+    if out_dir is not None and not preview:
+        raise click.UsageError("--out is only for --preview")
+    if and_send and not preview:
+        require_key(site)
     schedule = load_schedule(site.root, site.timezone)
     store = open_store(site)
     try:
-        outcome = compose_digest(site, schedule, name, store, now=now(site), preview=preview)
+        outcome = compose_digest(site, schedule, name, store, now=now(site), preview=preview,
+                                 preview_dir=out_dir)
         report_problems(outcome.build.errors, outcome.build.warnings)
         click.echo(outcome.message)
         for path in outcome.preview_files:
@@ -188,6 +200,7 @@ def send(site, retry_failed: bool, issue: int | None) -> None:
 
     if issue is not None and not retry_failed:
         raise click.UsageError("an ISSUE is only for --retry-failed")
+    require_key(site)
     store = open_store(site)
     try:
         if retry_failed:
@@ -258,14 +271,14 @@ def serve(site, host: str, port: int, web_only: bool) -> None:
     import os
     import signal
 
-    import uvicorn
-
     from .jobs import open_store
     from .runlock import RunLock
     from .scheduler import Service
     from .schedule import load_schedule
     from .web import create_app
+    from .webserver import serve as serve_http
 
+    require_key(site)
     configure_logging()
     schedule = load_schedule(site.root, site.timezone)
     lock = None if web_only else RunLock(site.state_dir).acquire()
@@ -282,7 +295,7 @@ def serve(site, host: str, port: int, web_only: bool) -> None:
         # scheduler below is stopped cleanly instead of the process being killed.
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: service and service.stopping.set())
-        uvicorn.run(app, host=host, port=port, log_level="warning", proxy_headers=True)
+        serve_http(app, host=host, port=port, settings=site.web)
     finally:
         if service is not None:
             service.stop()

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 
 from .errors import ConfigError
+from .webconfig import WebSettings, web_settings
 
 SETTINGS_FILE = "feedpub.yaml"
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -105,6 +106,7 @@ class Site:
     state_dir: Path = Path("state")
     templates_dir: Path = Path("templates")
     email: EmailSettings | None = None
+    web: WebSettings = field(default_factory=WebSettings)
     storage_url: str = ""
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -122,7 +124,7 @@ class Site:
 
     def fingerprint(self) -> str:
         """Changes whenever a setting that shapes the output changes."""
-        data = {k: v for k, v in asdict(self).items() if k not in {"raw", "root", "email", "storage_url"}}
+        data = {k: v for k, v in asdict(self).items() if k not in {"raw", "root", "email", "web", "storage_url"}}
         blob = json.dumps(data, default=str, sort_keys=True).encode()
         return hashlib.blake2b(blob, digest_size=12).hexdigest()
 
@@ -283,6 +285,7 @@ def load_site(root: Path | str = ".") -> Site:
         state_dir=root / top.str("state", "state"),
         templates_dir=root / top.str("templates", "templates"),
         email=_email(top, root, title=top.data.get("title")),
+        web=web_settings(top.section("web")),
         storage_url=_storage_url(top, root),
         raw=top.data,
     )

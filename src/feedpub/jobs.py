@@ -56,12 +56,12 @@ def archive_folder(digest: Digest) -> str:
 
 def compose_digest(site: Site, schedule: Schedule, name: str, store: Store, *,
                    now: datetime | None = None, window_end: datetime | None = None,
-                   preview: bool = False) -> DigestOutcome:
+                   preview: bool = False, preview_dir: Path | None = None) -> DigestOutcome:
     """Publish, then compose digest NAME from the articles first published since its last issue.
 
     WINDOW_END (default: now) ends the window the issue covers; an issue that
     exists for it is never composed again. With PREVIEW, the issue is written
-    to public/preview/NAME/ and nothing is stored.
+    to PREVIEW_DIR (default state/preview/NAME/) and nothing is stored.
     """
     digest = schedule.digest(name)
     now = now or datetime.now(site.tz)
@@ -89,7 +89,7 @@ def compose_digest(site: Site, schedule: Schedule, name: str, store: Store, *,
                           browser_url=f"{archive_url}{slug}/", archive_url=archive_url)
     clock.lap("setup", **composition.timings)
     if preview:
-        files = _write_preview(site, digest, composition, now)
+        files = _write_preview(site, digest, composition, now, preview_dir)
         clock.lap("preview")
         note = " (nothing new since the last issue: these are the latest articles)" if latest_instead else ""
         return DigestOutcome(f"{name}: preview of {len(articles)} articles written{note}", report, chosen,
@@ -152,8 +152,10 @@ def publish_archive(site: Site, digest: Digest, store: Store) -> None:
     write_atomic(site.output_dir / folder / "index.html", index)
 
 
-def _write_preview(site: Site, digest: Digest, composition: Composition, now: datetime) -> list[Path]:
-    folder = site.output_dir / PREVIEW / digest.name
+def _write_preview(site: Site, digest: Digest, composition: Composition, now: datetime,
+                   folder: Path | None) -> list[Path]:
+    """The sample reader's copy, kept out of public/: it is not for the world to read."""
+    folder = folder or site.state_dir / PREVIEW / digest.name
     sample = Recipient(id=0, email="reader@example.org", name="Camille Exemple")
     letter = Letter(issue_id=0, digest=digest.name, digest_title=digest.title,
                     subject=composition.subject, html=composition.html, text=composition.text)
@@ -166,6 +168,8 @@ def _write_preview(site: Site, digest: Digest, composition: Composition, now: da
     }
     for name, data in files.items():
         write_atomic(folder / name, data)
+        # Older versions wrote previews into the published site: take those copies down.
+        (site.output_dir / PREVIEW / digest.name / name).unlink(missing_ok=True)
     return [folder / name for name in files]
 
 

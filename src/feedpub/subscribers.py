@@ -17,6 +17,7 @@ from .errors import FeedpubError
 from .store import Store, deliveries, subscribers, subscriptions
 
 STATUSES = ("pending", "active", "unsubscribed", "bounced")
+IMPORT_BATCH = 250  # rows per transaction of a CSV import
 _LIST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
 
@@ -170,6 +171,43 @@ class Subscribers:
                            .values(status="unsubscribed", unsubscribed_at=now))
         return bool(removed)
 
+    def confirm(self, subscriber_id: int, lists: Iterable[str], *, made_at: datetime, now: datetime,
+                pending_only: bool, change: bool = True) -> str:
+        """Carry out a confirmation link signed at MADE_AT; what happened, in one word.
+
+        'confirmed': the subscriber is active on LISTS. 'used': they were
+        confirmed after the link was made, so it has done its work. 'stale':
+        they unsubscribed after it was made, and it never brings them back.
+        'ask': PENDING_ONLY, and they are not pending (a returning reader, or
+        one adding lists): only a deliberate POST may do that. 'refused':
+        unknown, bounced or complained. A link made in the same second as the
+        last change counts as older: a refusal is safe, a wrong reactivation
+        is not. Without CHANGE, nothing is written ('ask' where it would confirm).
+        """
+        allowed = ("pending",) if pending_only else ("pending", "active", "unsubscribed")
+        row = subscribers.c
+        with self.engine.begin() as db:
+            # The UPDATE first: it takes the write lock before anything is read.
+            changed = db.execute(update(subscribers).where(
+                row.id == subscriber_id, row.status.in_(allowed),
+                (row.unsubscribed_at.is_(None)) | (row.unsubscribed_at < made_at),
+                (row.confirmed_at.is_(None)) | (row.confirmed_at < made_at),
+            ).values(status="active", confirmed_at=now)).rowcount if change else 0
+            if changed:
+                known = set(self._lists(db, subscriber_id))
+                new = [name for name in _check_lists(lists) if name not in known]
+                if new:
+                    db.execute(insert(subscriptions), [{"subscriber_id": subscriber_id, "list": n} for n in new])
+                return "confirmed"
+            found = db.execute(select(subscribers).where(row.id == subscriber_id)).first()
+        if found is None or found.status not in ("pending", "active", "unsubscribed"):
+            return "refused"
+        if found.unsubscribed_at is not None and found.unsubscribed_at >= made_at:
+            return "stale"
+        if found.confirmed_at is not None and found.confirmed_at >= made_at:
+            return "used"
+        return "ask"
+
     def all(self, *, list_name: str | None = None, status: str | None = None) -> Iterator[Subscriber]:
         """Subscribers by address, streamed: a large list is never held in memory."""
         query = select(subscribers).order_by(subscribers.c.email)
@@ -223,19 +261,34 @@ def import_csv(book: Subscribers, path: Path, *, extra_lists: Iterable[str] = ()
         raise SubscriberError(f"{label}:1: the header row must name an 'email' column")
     reader.fieldnames = fields
     extra = _check_lists(extra_lists)
-    with book.engine.begin() as db:
-        for row in reader:
-            line = reader.line_num
-            try:
-                lists = re.split(r"[\s,;]+", (row.get("lists") or "").strip())
-                outcome, subscriber = book.upsert(
-                    row.get("email") or "", name=row.get("name") or "", lists=[*lists, *extra],
-                    source=f"import:{label}", now=now, db=db)
-            except ValueError as exc:
-                report.errors.append(f"{label}:{line}: {exc}")
-                continue
-            if outcome == "refused":
-                report.refused.append(subscriber.email)
-            else:
-                setattr(report, outcome, getattr(report, outcome) + 1)
-    return report
+    # Commits every IMPORT_BATCH rows: one transaction for a whole file would hold the
+    # write lock for as long as the import runs, and every sign-up and send meanwhile
+    # would wait on it, then fail. Importing twice adds no one, so a file cut short
+    # by a crash is imported again whole.
+    rows = iter(reader)
+    while True:
+        with book.engine.begin() as db:
+            done = 0
+            for row in rows:
+                _import_row(book, db, row, reader.line_num, label, extra, now, report)
+                done += 1
+                if done == IMPORT_BATCH:
+                    break
+        if done < IMPORT_BATCH:
+            return report
+
+
+def _import_row(book: Subscribers, db, row: dict, line: int, label: str, extra: tuple[str, ...],
+                now: datetime, report: ImportReport) -> None:
+    try:
+        lists = re.split(r"[\s,;]+", (row.get("lists") or "").strip())
+        outcome, subscriber = book.upsert(
+            row.get("email") or "", name=row.get("name") or "", lists=[*lists, *extra],
+            source=f"import:{label}", now=now, db=db)
+    except ValueError as exc:
+        report.errors.append(f"{label}:{line}: {exc}")
+        return
+    if outcome == "refused":
+        report.refused.append(subscriber.email)
+    else:
+        setattr(report, outcome, getattr(report, outcome) + 1)

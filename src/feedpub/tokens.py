@@ -8,8 +8,13 @@ another, and a changed token is refused.
 from __future__ import annotations
 
 import hashlib
+import os
+import secrets
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
@@ -18,8 +23,8 @@ from .config import Site
 from .errors import FeedpubError
 
 SECRET_ENV = "FEEDPUB_SECRET_KEY"
-# Hosts that can only be an example or a machine of one's own: there a fixed
-# development key is acceptable, so the bundled example works out of the box.
+# Hosts that can only be an example or a machine of one's own: there a key made
+# on the spot is acceptable, so the bundled example works out of the box.
 _EXAMPLE_HOSTS = ("localhost", "127.0.0.1", "example.org", "example.com", "example.net")
 
 
@@ -34,21 +39,59 @@ class TokenSubject:
     subscriber_id: int
     email: str
     list: str
+    made_at: datetime | None = None  # when the token was signed (to the second), as read
+
+
+KEY_FILE = "signing.key"
+
+
+def is_example_site(site: Site) -> bool:
+    """A site served on this machine or under an example domain: the bundled example and its copies."""
+    host = urlsplit(site.base_url).hostname or ""
+    return host in _EXAMPLE_HOSTS or host.endswith(tuple("." + h for h in _EXAMPLE_HOSTS))
+
+
+def key_problem(site: Site, environ: Mapping[str, str]) -> str | None:
+    """Why personal links could not be signed on SITE, in one line; None when they can."""
+    if environ.get(SECRET_ENV) or is_example_site(site):
+        return None
+    return (f"{SECRET_ENV} is not set: a site's personal links (unsubscribe, confirm) must be signed with a "
+            f"secret key of its own; set it in the service's environment, e.g. "
+            f"{SECRET_ENV}=$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')")
 
 
 def secret_key(site: Site, environ: Mapping[str, str]) -> str:
-    """The key that signs personal links; refuses to run a real site without one."""
+    """The key that signs personal links; refuses to run a real site without one.
+
+    The example site gets a random key, made once and kept in state/: a key
+    computed from anything public (its base_url, say) would let anyone forge
+    its links.
+    """
     key = environ.get(SECRET_ENV, "")
     if key:
         return key
-    host = urlsplit(site.base_url).hostname or ""
-    if host in _EXAMPLE_HOSTS or host.endswith(tuple("." + h for h in _EXAMPLE_HOSTS)):
-        return "feedpub-example-key:" + hashlib.sha256(site.base_url.encode()).hexdigest()
-    raise FeedpubError(
-        f"{SECRET_ENV} is not set: personal links (unsubscribe, confirm) must be signed with a "
-        f"secret key of your own; set it in the service's environment, e.g. "
-        f"{SECRET_ENV}=$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
-    )
+    problem = key_problem(site, environ)
+    if problem:
+        raise FeedpubError(problem)
+    return _kept_key(site.state_dir / KEY_FILE)
+
+
+def _kept_key(path: Path) -> str:
+    """The key in PATH, made there (mode 0600) by whichever process comes first."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        for _ in range(50):  # another process may be between creating and writing it
+            key = path.read_text(encoding="ascii").strip()
+            if key:
+                return key
+            time.sleep(0.02)
+        raise FeedpubError(f"{path}: the signing key file is empty; delete it to make a new one") from None
+    key = secrets.token_urlsafe(32)
+    with os.fdopen(fd, "w", encoding="ascii") as out:
+        out.write(key + "\n")
+    return key
 
 
 class Signer:
@@ -83,7 +126,8 @@ class Signer:
         is refused.
         """
         try:
-            found, subscriber_id, list_name, tag = self._serializer.loads(token, max_age=max_age)
+            (found, subscriber_id, list_name, tag), made_at = self._serializer.loads(
+                token, max_age=max_age, return_timestamp=True)
         except SignatureExpired:
             raise BadToken("this link has expired") from None
         except (BadSignature, ValueError, TypeError):
@@ -91,4 +135,4 @@ class Signer:
         email = email_of(int(subscriber_id)) if found == purpose else None
         if email is None or self._address_tag(email) != tag:
             raise BadToken("this link is not valid")
-        return TokenSubject(int(subscriber_id), email, str(list_name))
+        return TokenSubject(int(subscriber_id), email, str(list_name), made_at)
