@@ -10,6 +10,7 @@ appear, so any added copy breaks the signature.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import re
 import time
@@ -63,12 +64,13 @@ def split_headers(head: bytes) -> list[tuple[bytes, bytes]]:
     return fields
 
 
-def _fold(tags: list[str], b: str) -> bytes:
-    """The DKIM-Signature field, folded into lines of at most 76 characters.
+@functools.lru_cache(maxsize=64)
+def _folded(tags: tuple[str, ...]) -> str:
+    """The start of a DKIM-Signature field: TAGS in lines of at most 76 characters.
 
-    Tags are separated by spaces and the h= list may break after a colon
-    (RFC 6376 allows folding whitespace there). b= comes last, so the text
-    hashed before signing is the text that is sent, minus b='s value.
+    The h= list may break after a colon (RFC 6376 allows folding whitespace
+    there). Only the tags every message of one kind shares come here, so
+    each layout is worked out once.
     """
     pieces = []
     for tag in tags:
@@ -77,7 +79,6 @@ def _fold(tags: list[str], b: str) -> bytes:
             pieces += [name + ":" for name in names] + [last]
         else:
             pieces.append(tag)
-    pieces.append("b=")
     lines, line, previous = [], "DKIM-Signature:", ""
     for piece in pieces:
         separator = "" if previous.endswith(":") else " "
@@ -87,10 +88,13 @@ def _fold(tags: list[str], b: str) -> bytes:
         else:
             line += separator + piece
         previous = piece
-    room = max(76 - len(line), 0)
-    line += b[:room]
-    lines.append(line)
-    lines += [" " + b[start:start + 72] for start in range(room, len(b), 72)]
+    return "\r\n".join([*lines, line])
+
+
+def _field(fixed: str, timestamp: int, bh: str, b: str) -> bytes:
+    """The whole field; with B empty, the text that is hashed (b= last, so nothing else moves)."""
+    lines = [f"{fixed}\r\n t={timestamp}; bh={bh};\r\n b={b[:73]}"]
+    lines += [" " + b[start:start + 75] for start in range(73, len(b), 75)]
     return "\r\n".join(lines).encode("ascii")
 
 
@@ -185,15 +189,14 @@ class DKIMSigner:
             for value in reversed(present):
                 signed.append(relaxed_header(name.encode(), value))
         bh = self._body_hash(body, canonical=isinstance(message, CleanMessage))
-        signatures = []
+        signatures, timestamp, headers = [], int(self.clock()), b"".join(signed)
         for key in self.keys:
-            tags = ["v=1;", f"a={key.algorithm};", "c=relaxed/relaxed;", f"d={self.domain};",
-                    f"s={key.selector};", f"t={int(self.clock())};", f"bh={bh};", f"h={':'.join(names)};"]
-            unsigned = _fold(tags, "")
-            name, _, value = unsigned.partition(b":")
-            data = b"".join(signed) + relaxed_header(name, value).removesuffix(b"\r\n")
+            fixed = _folded(("v=1;", f"a={key.algorithm};", "c=relaxed/relaxed;", f"d={self.domain};",
+                             f"s={key.selector};", f"h={':'.join(names)};"))
+            _name, _, value = _field(fixed, timestamp, bh, "").partition(b":")
+            data = headers + relaxed_header(b"dkim-signature", value).removesuffix(b"\r\n")
             b = base64.b64encode(key.sign(data)).decode()
-            signatures.append(_fold(tags, b) + b"\r\n")
+            signatures.append(_field(fixed, timestamp, bh, b) + b"\r\n")
         signed = b"".join(signatures) + message
         return CleanMessage(signed) if isinstance(message, CleanMessage) else signed
 
