@@ -350,6 +350,8 @@ def test_half_open_connections_do_not_starve_a_client(serve, site_dir):
             except (TimeoutError, OSError):
                 continue
             closed += data == b"" or data.startswith(b"HTTP/1.1 408")
+            if data.startswith(b"HTTP/1.1 408"):  # written by the server, not the app: headers all the same
+                assert b"x-content-type-options: nosniff" in data and b"frame-ancestors 'none'" in data
         assert closed == 300
     finally:
         for line in silent:

@@ -20,10 +20,19 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .webconfig import WebSettings
+from .webguard import SECURITY_HEADERS
 
 log = logging.getLogger("feedpub")
-_TIMEOUT_ANSWER = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-_FULL_ANSWER = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+
+
+def _answer(status: bytes) -> bytes:
+    """A whole response written by the server itself, with the headers the app's responses carry."""
+    headers = b"".join(name + b": " + value + b"\r\n" for name, value in SECURITY_HEADERS)
+    return b"HTTP/1.1 " + status + b"\r\ncontent-length: 0\r\nconnection: close\r\n" + headers + b"\r\n"
+
+
+_TIMEOUT_ANSWER = _answer(b"408 Request Timeout")
+_FULL_ANSWER = _answer(b"503 Service Unavailable")
 BACKLOG = 128  # asyncio accepts up to this many at once, before any of them can be turned away
 # Descriptors kept beyond max_connections: the database, templates and logs, one
 # burst of accepts, and connections closed but not yet released.
