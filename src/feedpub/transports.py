@@ -212,10 +212,7 @@ class SMTPTransport:
 
     def _pipelined(self, sender: str, recipient: str, message: bytes) -> None:
         smtp = self._smtp
-        if _UNSAFE_IN_ADDRESS.search(sender + recipient):  # checked before; a command must never be split
-            raise PermanentFailure(None, f"{recipient!r} cannot be sent to")
-        # No smtplib.quoteaddr: it runs a whole RFC 5322 parser for what is already a bare address.
-        smtp.send(f"MAIL FROM:<{sender}>\r\nRCPT TO:<{recipient}>\r\nDATA\r\n".encode("ascii"))
+        smtp.send(_envelope(sender, recipient) + b"DATA\r\n")
         (mail, mail_reply), (rcpt, rcpt_reply), (data, data_reply) = (smtp.getreply() for _ in range(3))
         if data == 354 and (mail != 250 or rcpt not in (250, 251)):
             smtp.send(b".\r\n")  # RFC 2920: end the empty message a careless server opened, then refuse
@@ -269,6 +266,14 @@ class SMTPTransport:
             except (smtplib.SMTPException, OSError):
                 pass
             self._drop()
+
+
+def _envelope(sender: str, recipient: str) -> bytes:
+    """MAIL and RCPT for bare ASCII addresses (the IDNA form), ready to be pipelined."""
+    if _UNSAFE_IN_ADDRESS.search(sender + recipient):  # checked before; a command must never be split
+        raise PermanentFailure(None, f"{recipient!r} cannot be sent to")
+    # Not smtplib.quoteaddr: it runs a whole RFC 5322 parser over what is already a bare address.
+    return f"MAIL FROM:<{sender}>\r\nRCPT TO:<{recipient}>\r\n".encode("ascii")
 
 
 def _timed_out(exc: BaseException) -> bool:
