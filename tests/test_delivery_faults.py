@@ -351,3 +351,41 @@ def test_an_older_database_is_upgraded_and_its_unqueued_issue_repaired(site_dir,
     with store.engine.connect() as db:
         assert db.execute(select(text("count(*)")).select_from(deliveries)).scalar() == 4
     store.close()
+
+
+def test_a_database_that_cannot_record_keeps_every_accepted_message_in_the_journal(smtp_site_dir, sink):
+    # Another process holds the write lock past the 30 s busy timeout while the sender runs:
+    # the server has accepted messages the database cannot record. They must be neither lost
+    # nor sent again, and the sender must stop rather than go on sending blind.
+    import sqlite3
+
+    site, store, schedule = open_world(smtp_site_dir)
+    addresses = subscribe(store, 40)
+    compose(site, store, schedule)
+    store.close()
+    sink.delay = 0.2
+    sender = subprocess.Popen([*SEND, "--site", str(smtp_site_dir)], env={**os.environ, **ENV},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while len(sink.received) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    blocker = sqlite3.connect(site.state_dir / "feedpub.sqlite", timeout=60, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # the write lock, as a long import or a backup would hold it
+    journal = site.state_dir / "accepted.journal"
+    try:
+        deadline = time.monotonic() + 90
+        while not journal.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        blocker.execute("ROLLBACK")  # the sender puts back what it did not send, and stops
+        blocker.close()
+    _out, err = sender.communicate(timeout=120)
+    assert sender.returncode != 0
+    assert "did not record a sent message" in err and "Traceback" not in err
+    journaled = journal.read_text().split("\n")
+    assert len([line for line in journaled if line]) >= 1
+    sink.delay = 0
+    again = run_send(smtp_site_dir, timeout=180)
+    assert again.returncode == 0, again.stderr
+    assert sink.copies() == {address: 1 for address in addresses}
+    assert not (site.state_dir / "accepted.journal").exists()

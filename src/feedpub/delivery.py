@@ -256,11 +256,12 @@ def send_queued(site: Site, store: Store, *, environ: Mapping[str, str], schedul
                         on_progress(report)
                 except _Unrecorded as exc:  # sent, and kept in the journal: not to be sent again
                     with lock:
-                        report.problems.append(f"the database did not record a sent message: {exc.__cause__}")
+                        report.problems.append(f"the database did not record a sent message (kept in "
+                                               f"{JOURNAL_FILE}): {_reason(exc.__cause__)}")
                     halt.set()
                 except Exception as exc:  # a broken database, or a bug: stop cleanly, then report it
                     with lock:
-                        report.problems.append(f"{type(exc).__name__}: {exc}")
+                        report.problems.append(f"{type(exc).__name__}: {_reason(exc)}")
                         untried.append(job)
                     halt.set()
                 finally:
@@ -274,8 +275,12 @@ def send_queued(site: Site, store: Store, *, environ: Mapping[str, str], schedul
     heartbeat = _Heartbeat(ledger, clock)
     try:
         while not stop.is_set() and not halt.is_set():
-            ledger.replay_journal()
-            batch = ledger.claim(connections * 32, clock())
+            try:
+                ledger.replay_journal()
+                batch = ledger.claim(connections * 32, clock())
+            except SQLAlchemyError as exc:  # what is leased goes on; the rest waits for a database that answers
+                report.problems.append(f"could not take rows from the queue: {_reason(exc)}")
+                break
             if not batch:
                 jobs.join()  # what is in flight may yet come due again, as a retry
                 if not _wait_for_retry(ledger, clock, wait_for_retries, stop):
@@ -296,12 +301,17 @@ def send_queued(site: Site, store: Store, *, environ: Mapping[str, str], schedul
         try:
             ledger.release(untried)
         except SQLAlchemyError as exc:  # their leases run out, and another run takes them back
-            report.problems.append(f"could not put {len(untried)} rows back in the queue: {exc}")
+            report.problems.append(f"could not put {len(untried)} rows back in the queue: {_reason(exc)}")
         ledger.close()
     report.transport_error, report.retry_at = breaker.error, breaker.retry_at
     report.stopped = stop.is_set() or halt.is_set()
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _reason(exc: BaseException) -> str:
+    """One line: the driver's message for a database error, without SQLAlchemy's statement and parameters."""
+    return str(getattr(exc, "orig", None) or exc).splitlines()[0]
 
 
 def _wait_for_retry(ledger: Ledger, clock, limit: timedelta, stop: threading.Event) -> bool:

@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import and_, bindparam, case, func, literal, or_, select, text, update
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from .store import Store, deliveries, dialect_insert, issues, subscribers, subscriptions
 
@@ -118,11 +118,22 @@ class _GroupCommit:
             else:
                 cursor.executemany(self.sql, rows)
             self.connection.commit()
+        except self.engine.dialect.loaded_dbapi.Error as exc:
+            self._rollback()
+            # The driver's own error, told as SQLAlchemy's, as every other write of the ledger tells it.
+            raise DBAPIError.instance(self.sql, None, exc, self.engine.dialect.loaded_dbapi.Error) from exc
         except BaseException:
-            self.connection.rollback()
+            self._rollback()
             raise
         finally:
             cursor.close()
+
+    def _rollback(self) -> None:
+        try:
+            self.connection.rollback()
+        except self.engine.dialect.loaded_dbapi.Error:
+            self.connection.close()  # a connection in an unknown state is not reused
+            self.connection = None
 
     def close(self) -> None:
         if self.connection is not None:
