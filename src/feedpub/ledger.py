@@ -323,13 +323,27 @@ class Ledger:
         """Mark sent the rows a sender saw accepted but could not record; the number of rows."""
         if self.journal is None or not self.journal.exists():
             return 0
-        entries = [line.split() for line in self.journal.read_text(encoding="utf-8").splitlines() if line.strip()]
-        with self._write, self.engine.begin() as db:
-            for row, attempts in entries:
-                db.execute(update(deliveries).where(deliveries.c.id == int(row))
-                           .values(status="sent", sent_at=func.now(), attempts=int(attempts),
-                                   last_reply="accepted", lease_owner=None, lease_until=None))
-        self.journal.unlink()
+        # Taken aside first: a sender appending meanwhile starts a new journal, read next time.
+        taken = self.journal.with_name(f"{self.journal.name}.{self.owner.replace(':', '-')}")
+        try:
+            os.replace(self.journal, taken)
+        except FileNotFoundError:
+            return 0  # another sender took it
+        lines = [line.split() for line in taken.read_text(encoding="utf-8", errors="replace").splitlines()]
+        # A line cut short by a crash while it was written is skipped: its row is simply sent again.
+        entries = [(int(a), int(b)) for a, b in (p for p in lines if len(p) == 2) if a.isdigit() and b.isdigit()]
+        try:
+            with self._write, self.engine.begin() as db:
+                for row, attempts in entries:
+                    db.execute(update(deliveries).where(deliveries.c.id == row)
+                               .values(status="sent", sent_at=func.now(), attempts=attempts,
+                                       last_reply="accepted", lease_owner=None, lease_until=None))
+        except BaseException:
+            with self.journal.open("a", encoding="utf-8") as out:  # back, for the next try
+                out.write("".join(f"{row} {attempts}\n" for row, attempts in entries))
+            taken.unlink()
+            raise
+        taken.unlink()
         return len(entries)
 
     def failed(self, job: Job, reply: str, *, bounced: bool, now: datetime) -> None:
