@@ -126,15 +126,29 @@ class ThrottlingSink(SinkHandler):
 
     def reset(self) -> None:
         super().reset()
-        self.throttle = 0
+        self.throttle = 0  # transactions still to refuse
+        self.per_second = 0  # then refuse any past this many in the last second, as Postfix's anvil does
+        self.recent: list[float] = []
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
         with self.lock:
-            if self.throttle > 0:
-                self.throttle -= 1
+            now = time.monotonic()
+            self.recent = [t for t in self.recent if now - t < 1.0]
+            if self.throttle > 0 or (self.per_second and len(self.recent) >= self.per_second):
+                self.throttle = max(self.throttle - 1, 0)
                 return "450 4.7.1 Error: too much mail from 127.0.0.1"
+            self.recent.append(now)
         envelope.mail_from = address
         return "250 OK"
+
+
+@pytest.fixture
+def throttling():
+    handler = ThrottlingSink()
+    controller = Controller(handler, hostname="127.0.0.1", port=_free_port())
+    controller.start()
+    yield controller
+    controller.stop()
 
 
 def test_throttling_slows_the_sender_and_fails_nothing(site_dir):
@@ -183,6 +197,46 @@ def hung_server():
     for conn in held:
         conn.close()
     listener.close()
+
+
+def test_a_server_that_keeps_throttling_slows_the_sender_but_never_to_a_crawl(site_dir, throttling):
+    throttling.handler.per_second = 25  # for the whole send
+    mail_settings(site_dir, throttling.port, connections=4)
+    site, store, schedule = open_world(site_dir)
+    addresses = subscribe(store, 400)
+    compose(site, store, schedule)
+    started = time.monotonic()
+    report = send_queued(site, store, environ=ENV, schedule=schedule, retry_delays=NO_WAIT)
+    seconds = time.monotonic() - started
+    assert (report.sent, report.failed, report.transport_error) == (400, 0, None)
+    assert report.slowed_to >= 1.0  # the floor
+    # 16 s at the server's limit; the old pace, halving at every reply, fell to one a minute
+    assert seconds < 60, f"{seconds:.0f} s"
+    assert throttling.handler.copies() == {address: 1 for address in addresses}
+    store.close()
+
+
+def test_a_server_that_only_throttles_opens_the_breaker_and_sigterm_is_heard_at_once(site_dir, throttling):
+    throttling.handler.throttle = 10**9
+    mail_settings(site_dir, throttling.port, connections=2)
+    site, store, schedule = open_world(site_dir)
+    subscribe(store, 20)
+    compose(site, store, schedule)
+    report = send_queued(site, store, environ=ENV, schedule=schedule, retry_delays=NO_WAIT,
+                         give_up_throttled=timedelta(seconds=3))
+    assert report.sent == 0 and report.failed == 0
+    assert report.transport_error.startswith("throttled for 3 s")
+    assert statuses(store) == {"pending": 20}
+    store.close()
+    sender = subprocess.Popen([*SEND, "--site", str(site_dir)], env={**os.environ, **ENV},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(4)  # deep in throttling (the breaker of the run above has let go: run it now)
+    stopped_at = time.monotonic()
+    sender.send_signal(signal.SIGTERM)
+    _out, err = sender.communicate(timeout=30)
+    assert time.monotonic() - stopped_at < 6
+    assert sender.returncode == 75, err
+    assert "stay queued" in err
 
 
 def test_a_hung_server_costs_one_timeout_per_connection_not_one_per_message(site_dir, hung_server):

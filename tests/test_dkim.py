@@ -166,6 +166,7 @@ def bad_keys(folder, rsa):
     locked = folder / "locked.pem"
     openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-aes256", "-pass", "pass:secret",
             "-out", str(locked))
+    openssl("genpkey", "-algorithm", "ed25519", "-out", str(folder / "ed.pem"))
     public = folder / "public.pem"
     public.write_bytes(openssl("pkey", "-in", str(rsa), "-pubout"))
     return [
@@ -174,6 +175,7 @@ def bad_keys(folder, rsa):
         (dkim_block(locked), "email.dkim.key_file: locked.pem: the key is protected by a password"),
         (dkim_block(public), "email.dkim.key_file: public.pem: not a PEM private key"),
         (dkim_block(rsa, rsa), "email.dkim.ed25519_key_file: rsa.pem: not an Ed25519 key"),
+        (dkim_block(folder / "ed.pem"), "email.dkim.key_file: ed.pem: an Ed25519 key"),
     ]
 
 

@@ -145,6 +145,7 @@ def test_a_sender_beside_serve_sends_each_row_once(site_dir, sink, smtp_server):
     by_serve = sum(int(n) for n in re.findall(r"send: (\d+) sent", log))
     assert by_sender > 0 and by_serve > 0 and by_sender + by_serve == 400  # both took part
     assert sink.copies() == {address: 1 for address in addresses}
+    assert "links point to base_url http://127.0.0.1:8080/" in log  # serve runs on another port here
     store.close()
 
 

@@ -150,6 +150,9 @@ def _run_send(site, store) -> None:
         sys.exit(EXIT_TRANSPORT_DOWN)
     if report.problems or report.failed:
         sys.exit(1)
+    if report.stopped:  # asked to stop (SIGTERM, Ctrl-C): what is left stays queued for the next run
+        click.echo("stopped before the end: the unsent messages stay queued", err=True)
+        sys.exit(EXIT_TRANSPORT_DOWN)
 
 
 class _progress:
@@ -192,7 +195,7 @@ def send(site, retry_failed: bool, issue: int | None) -> None:
     """Send every queued message; after a crash, resume where it stopped.
 
     Exits 0 when all went, 1 when some messages failed, 75 when the mail
-    server could not be used (the messages stay queued).
+    server could not be used or the send was stopped (the rest stays queued).
     Example: feedpub send --retry-failed
     """
     from .jobs import open_store
@@ -280,6 +283,7 @@ def serve(site, host: str, port: int, web_only: bool) -> None:
 
     require_key(site)
     configure_logging()
+    _warn_if_links_point_elsewhere(site, host, port)
     schedule = load_schedule(site.root, site.timezone)
     lock = None if web_only else RunLock(site.state_dir).acquire()
     store = open_store(site)
@@ -302,6 +306,18 @@ def serve(site, host: str, port: int, web_only: bool) -> None:
         store.close()
         if lock is not None:
             lock.release()
+
+
+def _warn_if_links_point_elsewhere(site, host: str, port: int) -> None:
+    """Pages and mails link to base_url; on this machine, a different port sends readers elsewhere."""
+    from urllib.parse import urlsplit
+
+    base = urlsplit(site.base_url)
+    local = base.hostname in {"127.0.0.1", "localhost", "::1", host}
+    if local and (base.port or {"http": 80, "https": 443}.get(base.scheme)) != port:
+        click.echo(f"warning: serving on port {port}, but links point to base_url {site.base_url} "
+                   f"(feedpub.yaml); set base_url to http://{base.hostname}:{port}/ to follow them here",
+                   err=True)
 
 
 @main.command("run")

@@ -22,7 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .config import Site
 from .dkim import make_signer
-from .health import THROTTLES, Breaker, Pace
+from .health import Breaker, Pace
 from .ledger import LEASE, Job, Ledger
 from .mail import IssueMessage, Letter, Recipient, envelope_address
 from .notices import confirmation
@@ -158,7 +158,8 @@ def send_queued(site: Site, store: Store, *, environ: Mapping[str, str], schedul
                 stop: threading.Event | None = None, clock: Callable[[], datetime] = _utcnow,
                 on_progress: Callable[[SendReport], None] | None = None,
                 retry_delays: tuple[timedelta, ...] | None = None, lease: timedelta = LEASE,
-                wait_for_retries: timedelta = timedelta(0)) -> SendReport:
+                wait_for_retries: timedelta = timedelta(0),
+                give_up_throttled: timedelta = timedelta(seconds=Pace.STALLED_AFTER)) -> SendReport:
     """Send every due row of the ledger; return what happened.
 
     Rows in retry whose next attempt comes within WAIT_FOR_RETRIES are waited
@@ -172,7 +173,7 @@ def send_queued(site: Site, store: Store, *, environ: Mapping[str, str], schedul
     messages = _Messages(site, store, schedule, Signer(secret_key(site, environ)), clock())
     signer = make_signer(site.email.dkim)
     sign = signer.sign if signer else (lambda message: message)
-    pace = Pace(site.email.smtp.rate if site.email.smtp else 0)
+    pace = Pace(site.email.smtp.rate if site.email.smtp else 0, stalled_after=give_up_throttled.total_seconds())
     ledger.replay_journal()
     ledger.repair(clock())
     report = SendReport(recovered=ledger.expired(clock()))
@@ -209,17 +210,18 @@ def send_queued(site: Site, store: Store, *, environ: Mapping[str, str], schedul
         throttles = 0
         while True:
             try:
-                pace.take()
+                if not pace.take(stop):
+                    return False
                 transport.send(site.email.envelope_sender, address.text, data, smtputf8=address.smtputf8,
                                while_waiting=ahead.prepare)
             except Throttled as exc:
                 throttles += 1
                 with lock:
                     report.slowed_to = pace.slow_down()
-                if throttles >= THROTTLES and breaker.fault(f"throttled: {exc}", clock()):
+                if pace.stalled() and breaker.fault(f"throttled for {pace.stalled_after:.0f} s: {exc}", clock()):
                     return False
-                if stop.wait(min(2.0 ** throttles, 60.0)) or halt.is_set():
-                    return False
+                if stop.wait(min(float(throttles), 5.0)) or halt.is_set():
+                    return False  # the pace spaces the messages; this only spaces one message's tries
                 continue
             except TransportFault as exc:
                 if breaker.fault(str(exc), clock(), lasting=exc.lasting):

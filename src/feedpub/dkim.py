@@ -139,6 +139,8 @@ def load_key(path: Path, selector: str, *, key: str, ed25519_only: bool = False)
     if ed25519_only and not isinstance(private, ed25519.Ed25519PrivateKey):
         raise error("not an Ed25519 key (make one with: openssl genpkey -algorithm ed25519)")
     if isinstance(private, ed25519.Ed25519PrivateKey):
+        if not ed25519_only:  # many receivers cannot verify Ed25519 yet: it only goes beside RSA
+            raise error("an Ed25519 key: key_file takes the RSA key, ed25519_key_file this one")
         return _Key("ed25519-sha256", selector, private)
     if not isinstance(private, rsa.RSAPrivateKey):
         raise error("DKIM keys are RSA or Ed25519")

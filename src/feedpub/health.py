@@ -21,7 +21,6 @@ from .store import Store, dialect_insert, transport_health
 FIRST_WAIT = timedelta(seconds=30)
 LONGEST_WAIT = timedelta(minutes=15)
 SOFT_FAULTS = 2  # dropped connections in a row before the breaker opens
-THROTTLES = 6  # throttling replies in a row before the breaker opens
 
 
 @dataclass(frozen=True)
@@ -92,49 +91,77 @@ class Pace:
     """At most RATE messages a second over all threads, lowered while the server throttles.
 
     RATE 0 means no limit until the server first asks to slow down; the pace
-    then starts from half the rate measured so far.
+    then starts from half the rate measured so far. Throttling replies within
+    a couple of seconds of a slow-down are one signal (every connection hears
+    it at once), the pace never falls below FLOOR, and it rises by a quarter
+    after each RISE_AFTER seconds without throttling, back to no limit.
     """
 
-    def __init__(self, rate: float) -> None:
-        self.ceiling = rate  # what the settings allow; 0 = none
-        self.rate = rate
-        self._lock = threading.Lock()
-        self._next = time.monotonic()
-        self._started, self._taken = time.monotonic(), 0
-        self._since_slow = 0
+    COOLDOWN = 2.0  # seconds during which further throttling replies change nothing
+    FLOOR = 1.0  # messages a second: slower than this, a newsletter never ends
+    RISE_AFTER = 5.0
+    STALLED_AFTER = 120.0  # throttled this long with nothing accepted: the server will not take mail now
 
-    def take(self) -> None:
-        """Wait for this message's turn."""
+    def __init__(self, rate: float, *, stalled_after: float = STALLED_AFTER, clock=time.monotonic) -> None:
+        self.ceiling = rate  # what the settings allow; 0 = none
+        self.stalled_after = stalled_after
+        self.rate = rate
+        self.clock = clock
+        self._lock = threading.Lock()
+        now = clock()
+        self._next = self._started = self._last_accepted = now
+        self._taken = 0
+        self._changed: float | None = None  # when a slow-down last changed the rate
+        self._unthrottled = 0.0  # the measured rate before the first slow-down, when there was no limit
+
+    def take(self, stop: threading.Event | None = None) -> bool:
+        """Wait for this message's turn; False when STOP was set meanwhile."""
         with self._lock:
             self._taken += 1
+            now = self.clock()
+            self._rise(now)
             if self.rate <= 0:
-                return
-            now = time.monotonic()
+                return True
             # A bucket one message deep for slow rates, a second deep for fast ones.
             self._next = max(self._next, now - (1.0 if self.rate >= 1 else 0.0))
             wait = self._next - now
             self._next += 1 / self.rate
-        if wait > 0:
+        if wait <= 0:
+            return True
+        if stop is None:
             time.sleep(wait)
+            return True
+        return not stop.wait(wait)
+
+    def _rise(self, now: float) -> None:
+        if self._changed is None or now - self._changed < self.RISE_AFTER:
+            return
+        self._changed = now
+        self.rate *= 1.25
+        if self.ceiling and self.rate >= self.ceiling:
+            self.rate, self._changed = self.ceiling, None
+        elif not self.ceiling and self.rate >= self._unthrottled:
+            self.rate, self._changed = 0.0, None  # as fast as before the server complained
 
     def slow_down(self) -> float:
-        """Halve the pace; the new rate in messages a second."""
+        """Halve the pace (once per burst of replies); the new rate in messages a second."""
         with self._lock:
+            now = self.clock()
+            if self._changed is not None and now - self._changed < self.COOLDOWN:
+                return self.rate
             if self.rate <= 0:
-                elapsed = max(time.monotonic() - self._started, 1.0)
-                self.rate = max(self._taken / elapsed, 1.0)
-            self.rate = max(self.rate / 2, 1 / 60)
-            self._since_slow = 0
+                elapsed = max(now - self._started, 1.0)
+                self._unthrottled = max(self._taken / elapsed, self.FLOOR)
+                self.rate = self._unthrottled
+            self.rate = max(self.rate / 2, min(self.FLOOR, self.ceiling / 4) if self.ceiling else self.FLOOR)
+            self._changed = now
             return self.rate
 
     def accepted(self) -> None:
-        """Every 50 accepted messages after a slow-down, speed up by a tenth, up to the ceiling."""
         with self._lock:
-            if self.rate <= 0 or self.rate == self.ceiling:
-                return
-            self._since_slow += 1
-            if self._since_slow >= 50:
-                self._since_slow = 0
-                self.rate *= 1.1
-                if self.ceiling and self.rate >= self.ceiling:
-                    self.rate = self.ceiling
+            self._last_accepted = self.clock()
+
+    def stalled(self) -> bool:
+        """Throttled, and nothing accepted for `stalled_after` seconds."""
+        with self._lock:
+            return self._changed is not None and self.clock() - self._last_accepted >= self.stalled_after
