@@ -71,7 +71,7 @@ class EmailSettings:
     from_name: str
     from_address: str
     reply_to: str | None = None
-    return_path: str | None = None  # the envelope sender, where bounces go; default the From address
+    return_path: str | None = None  # where bounces go, each message with its own tag (verp.py); default From
     smtp: SMTPSettings | None = None  # None: messages go to the Maildir outbox
     outbox: Path = Path("outbox")
     dkim: DKIMSettings | None = None
@@ -81,10 +81,6 @@ class EmailSettings:
     @property
     def domain(self) -> str:
         return self.from_address.rpartition("@")[2]
-
-    @property
-    def envelope_sender(self) -> str:
-        return self.return_path or self.from_address
 
 
 @dataclass(frozen=True)
@@ -372,6 +368,13 @@ def _email(top: Section, root: Path, title: object) -> EmailSettings:
     return_path = section.str("return_path")
     if return_path is not None and _mailbox(return_path) is None:
         raise section.error("return_path", f"{return_path!r} is not an email address")
+    if return_path is not None:
+        from .verp import local_part_problem
+
+        problem = ("" if _mailbox(return_path)[1].isascii() else f"{return_path!r}: write it in ASCII (IDNA)"
+                   ) or local_part_problem(_mailbox(return_path)[1])
+        if problem:
+            raise section.error("return_path", problem)
     reply_to = section.str("reply_to")
     if reply_to is not None and _mailbox(reply_to) is None:
         raise section.error("reply_to", f"{reply_to!r} is not an email address")

@@ -31,6 +31,7 @@ from .store import Store
 from .tokens import Signer, TokenSubject, secret_key
 from .transports import (DeliveryFailure, PermanentFailure, TemporaryFailure, Throttled, TransportFault,
                          transport_factory)
+from .verp import Verp
 
 UNSUBSCRIBE_PATH = "unsubscribe?token={token}"
 JOURNAL_FILE = "accepted.journal"
@@ -170,7 +171,8 @@ def send_queued(site: Site, store: Store, *, environ: Mapping[str, str], schedul
     ledger = Ledger(store, max_attempts=site.email.max_attempts, lease=lease, domain=site.email.domain,
                     journal=site.state_dir / JOURNAL_FILE,
                     **({"retry_delays": retry_delays} if retry_delays else {}))
-    messages = _Messages(site, store, schedule, Signer(secret_key(site, environ)), clock())
+    signing_key = secret_key(site, environ)
+    messages = _Messages(site, store, schedule, Signer(signing_key), clock())
     signer = make_signer(site.email.dkim)
     sign = signer.sign if signer else (lambda message: message)
     pace = Pace(site.email.smtp.rate if site.email.smtp else 0, stalled_after=give_up_throttled.total_seconds())
@@ -212,7 +214,7 @@ def send_queued(site: Site, store: Store, *, environ: Mapping[str, str], schedul
             try:
                 if not pace.take(stop):
                     return False
-                transport.send(site.email.envelope_sender, address.text, data, smtputf8=address.smtputf8,
+                transport.send(envelope_sender(job), address.text, data, smtputf8=address.smtputf8,
                                while_waiting=ahead.prepare)
             except Throttled as exc:
                 throttles += 1
@@ -239,6 +241,11 @@ def send_queued(site: Site, store: Store, *, environ: Mapping[str, str], schedul
             with lock:
                 report.sent += 1
             return True
+
+    verp = Verp(site.email.return_path, signing_key) if site.email.return_path else None
+
+    def envelope_sender(job: Job) -> str:
+        return verp.address(job.delivery_id) if verp else site.email.from_address
 
     def build(job: Job) -> bytes:
         return sign(messages(job))
