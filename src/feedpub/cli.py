@@ -320,6 +320,30 @@ def _warn_if_links_point_elsewhere(site, host: str, port: int) -> None:
                    err=True)
 
 
+@main.command("bounces")
+@site_option
+def read_bounces(site) -> None:
+    """Read the bounce mailbox once: bounced rows, suppressed readers, complaints, unsubscribes by mail.
+
+    What was understood moves to the mailbox's `processed` folder. The
+    service does this every few minutes. Example: feedpub bounces
+    """
+    import os
+
+    from .bounces import for_site, summary
+    from .errors import ConfigError
+    from .jobs import open_store
+
+    if site.bounces_mailbox is None:
+        raise ConfigError("feedpub.yaml", "bounces.mailbox", "not set: the Maildir folder where reports arrive")
+    store = open_store(site)
+    try:
+        outcome = for_site(site, store, os.environ).read_maildir(site.bounces_mailbox, now(site))
+    finally:
+        store.close()
+    click.echo(summary(outcome, site.bounces_mailbox))
+
+
 @main.command("run")
 @click.argument("job")
 @site_option

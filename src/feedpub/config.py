@@ -103,6 +103,7 @@ class Site:
     templates_dir: Path = Path("templates")
     email: EmailSettings | None = None
     web: WebSettings = field(default_factory=WebSettings)
+    bounces_mailbox: Path | None = None  # a Maildir where bounces and complaints arrive
     storage_url: str = ""
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -120,7 +121,8 @@ class Site:
 
     def fingerprint(self) -> str:
         """Changes whenever a setting that shapes the output changes."""
-        data = {k: v for k, v in asdict(self).items() if k not in {"raw", "root", "email", "web", "storage_url"}}
+        data = {k: v for k, v in asdict(self).items() if k not in {"raw", "root", "email", "web", "storage_url",
+                                                                     "bounces_mailbox"}}
         blob = json.dumps(data, default=str, sort_keys=True).encode()
         return hashlib.blake2b(blob, digest_size=12).hexdigest()
 
@@ -210,6 +212,12 @@ class Section:
             raise self.error(unknown[0], "unknown setting")
 
 
+def _bounces_mailbox(section: Section, root: Path) -> Path | None:
+    mailbox = section.str("mailbox")
+    section.check_unknown()
+    return root / mailbox if mailbox else None
+
+
 def _base_url(section: Section) -> str:
     url = section.str("base_url", required=True)
     parts = urlsplit(url)
@@ -282,6 +290,7 @@ def load_site(root: Path | str = ".") -> Site:
         templates_dir=root / top.str("templates", "templates"),
         email=_email(top, root, title=top.data.get("title")),
         web=web_settings(top.section("web")),
+        bounces_mailbox=_bounces_mailbox(top.section("bounces"), root),
         storage_url=_storage_url(top, root),
         raw=top.data,
     )

@@ -27,6 +27,7 @@ from .store import Store
 
 log = logging.getLogger("feedpub")
 SEND_EVERY_SECONDS = 60  # how often retries and leftovers are looked at
+BOUNCES_EVERY_SECONDS = 300  # how often the bounce mailbox is read
 
 
 class Service:
@@ -87,6 +88,15 @@ class Service:
         finally:
             self._sending.release()
 
+    def bounces(self) -> None:
+        from .bounces import for_site, summary
+
+        if self.stopping.is_set() or self.site.bounces_mailbox is None:
+            return
+        outcome = for_site(self.site, self.store, self.environ).read_maildir(self.site.bounces_mailbox, self.clock())
+        if outcome.counts or outcome.not_understood:
+            log.info("%s", summary(outcome, self.site.bounces_mailbox))
+
     def send_soon(self) -> None:
         """Send what is queued now, in the background, unless a send is already under way."""
         threading.Thread(target=self.send, name="feedpub-send-soon", daemon=True).start()
@@ -118,6 +128,9 @@ class Service:
             if digest.cron:
                 scheduler.add_job(self.digest, cron_trigger(digest.cron, tz), args=[name], id=f"digest:{name}",
                                   replace_existing=True)
+        if self.site.bounces_mailbox is not None:
+            scheduler.add_job(self.bounces, IntervalTrigger(seconds=BOUNCES_EVERY_SECONDS, timezone=tz),
+                              id="bounces", replace_existing=True)
         scheduler.add_job(self.send, IntervalTrigger(seconds=SEND_EVERY_SECONDS, timezone=tz), id="send",
                           replace_existing=True)
         scheduler.add_job(self.catch_up, id="catch-up")  # once, right away

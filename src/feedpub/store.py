@@ -77,12 +77,13 @@ subscribers = Table(
     Column("id", Integer, primary_key=True),
     Column("email", String(320), nullable=False, unique=True),
     Column("name", String(200), nullable=False, default=""),
-    Column("status", String(20), nullable=False),  # pending, active, unsubscribed, bounced
+    Column("status", String(20), nullable=False),  # pending, active, unsubscribed, bounced, complained
     Column("source", String(100), nullable=False, default=""),
     Column("created_at", UTCDateTime, nullable=False),
     Column("confirmed_at", UTCDateTime),
     Column("unsubscribed_at", UTCDateTime),
     Column("bounced_at", UTCDateTime),
+    Column("complained_at", UTCDateTime),
 )
 
 subscriptions = Table(
@@ -109,6 +110,20 @@ deliveries = Table(
     Column("lease_owner", String(64)),  # the sender holding a row in `sending`
     Column("lease_until", UTCDateTime),  # ... until then, unless it renews the lease
     UniqueConstraint("issue_id", "subscriber_id"),
+)
+
+# Every report read back from the bounce mailbox, once: bounces, complaints, unsubscribes by mail.
+reports = Table(
+    "reports",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("key", String(400), nullable=False, unique=True),  # its Message-ID, or a hash of it
+    Column("kind", String(20), nullable=False),  # hard, soft, complaint, unsubscribe, auto-reply
+    Column("delivery_id", ForeignKey("deliveries.id", ondelete="SET NULL"), index=True),
+    Column("subscriber_id", ForeignKey("subscribers.id", ondelete="SET NULL"), index=True),
+    Column("status", String(40), nullable=False, default=""),
+    Column("reason", Text, nullable=False, default=""),
+    Column("received_at", UTCDateTime, nullable=False),
 )
 
 # What the senders know of each transport: its last fault and when to try it again.
@@ -219,6 +234,9 @@ def upgrade(engine: Engine) -> None:
     from sqlalchemy import inspect
 
     inspector = inspect(engine)
+    if "complained_at" not in {c["name"] for c in inspector.get_columns("subscribers")}:
+        with engine.begin() as db:
+            db.exec_driver_sql("ALTER TABLE subscribers ADD COLUMN complained_at TIMESTAMP")
     found = {c["name"] for c in inspector.get_columns("deliveries")}
     issue_columns = {c["name"] for c in inspector.get_columns("issues")}
     with engine.begin() as db:

@@ -16,7 +16,7 @@ from sqlalchemy import delete, func, insert, select, update
 from .errors import FeedpubError
 from .store import Store, deliveries, subscribers, subscriptions
 
-STATUSES = ("pending", "active", "unsubscribed", "bounced")
+STATUSES = ("pending", "active", "unsubscribed", "bounced", "complained")
 IMPORT_BATCH = 250  # rows per transaction of a CSV import
 _LIST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
@@ -100,7 +100,7 @@ class Subscribers:
             values = dict(email=email, name=_clean_name(name), status=status, source=source, created_at=now,
                           confirmed_at=now if status == "active" else None)
             subscriber_id = db.execute(insert(subscribers).values(**values)).inserted_primary_key[0]
-        elif row.status in {"unsubscribed", "bounced"}:
+        elif row.status in {"unsubscribed", "bounced", "complained"}:
             return "refused", self._subscriber(db, row)
         else:
             subscriber_id = row.id
@@ -150,7 +150,8 @@ class Subscribers:
         return True
 
     def set_status(self, subscriber_id: int, status: str, now: datetime) -> None:
-        stamp = {"active": "confirmed_at", "unsubscribed": "unsubscribed_at", "bounced": "bounced_at"}.get(status)
+        stamp = {"active": "confirmed_at", "unsubscribed": "unsubscribed_at", "bounced": "bounced_at",
+                 "complained": "complained_at"}.get(status)
         values = {"status": status, **({stamp: now} if stamp else {})}
         with self.engine.begin() as db:
             db.execute(update(subscribers).where(subscribers.c.id == subscriber_id).values(**values))

@@ -1,0 +1,169 @@
+"""Acting on what comes back: bounced rows, suppressed readers, complaints, unsubscribes by mail.
+
+A hard bounce marks its row `bounced`; a 5.1.x (no such mailbox) bounces the
+reader at once, another permanent code after three in thirty days. Soft
+bounces are kept and counted, never suppressing on their own. A complaint
+marks the reader `complained`: never mailed again, never reactivated. A
+report about a message sent before the reader subscribed again changes
+nothing about them. Each report is acted on once, however often it is read.
+"""
+
+from __future__ import annotations
+
+import mailbox
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import func, select, update
+
+from .reports import Report, ReportReader
+from .store import Store, deliveries, dialect_insert, reports, subscribers
+from .subscribers import Subscribers
+from .tokens import BadToken, Signer
+
+HARD_BOUNCES_TO_SUPPRESS = 3  # permanent failures other than "no such mailbox", within...
+HARD_BOUNCE_WINDOW = timedelta(days=30)
+PROCESSED_FOLDER = "processed"
+
+
+@dataclass
+class ReadReport:
+    counts: Counter = field(default_factory=Counter)  # kind -> reports acted on
+    suppressed: list[str] = field(default_factory=list)  # addresses that will not be mailed again
+    repeated: int = 0  # read before: nothing done again
+    not_understood: int = 0  # left in the mailbox
+
+
+class Bounces:
+    def __init__(self, store: Store, reader: ReportReader, signer: Signer) -> None:
+        self.store, self.engine, self.reader, self.signer = store, store.engine, reader, signer
+        self.book = Subscribers(store)
+
+    def act(self, report: Report, now: datetime) -> str | None:
+        """Record REPORT and do what it asks; the address suppressed, if any. False-y when already read."""
+        row = self._delivery(report)
+        with self.engine.begin() as db:
+            recorded = db.execute(dialect_insert(db)(reports).values(
+                key=report.key[:400], kind=report.kind, delivery_id=row.id if row else None,
+                subscriber_id=row.subscriber_id if row else None, status=report.status, reason=report.reason,
+                received_at=now).on_conflict_do_nothing().returning(reports.c.id)).scalar()
+            if recorded is None:
+                raise _AlreadyRead
+            if row is None:
+                return None
+            reader = db.execute(select(subscribers).where(subscribers.c.id == row.subscriber_id)).first()
+            if report.kind == "hard":
+                db.execute(update(deliveries).where(deliveries.c.id == row.id).values(
+                    status="bounced", last_reply=report.reason or report.status))
+            if reader is None or (reader.confirmed_at and row.sent_at and reader.confirmed_at > row.sent_at):
+                return None  # they subscribed again after this message: the report is about the past
+            if report.kind == "complaint" and reader.status != "complained":
+                db.execute(update(subscribers).where(subscribers.c.id == reader.id)
+                           .values(status="complained", complained_at=now))
+                return reader.email
+            if report.kind == "hard" and reader.status in ("active", "pending") and self._enough(db, report,
+                                                                                                  reader.id, now):
+                db.execute(update(subscribers).where(subscribers.c.id == reader.id)
+                           .values(status="bounced", bounced_at=now))
+                return reader.email
+        return None
+
+    @staticmethod
+    def _enough(db, report: Report, subscriber_id: int, now: datetime) -> bool:
+        if report.status.startswith("5.1."):  # the mailbox does not exist
+            return True
+        recent = db.execute(select(func.count()).select_from(reports).where(
+            reports.c.subscriber_id == subscriber_id, reports.c.kind == "hard",
+            reports.c.received_at >= now - HARD_BOUNCE_WINDOW)).scalar()
+        return recent >= HARD_BOUNCES_TO_SUPPRESS
+
+    def _delivery(self, report: Report):
+        """The delivery row REPORT is about: by its bounce address, else by the quoted Message-ID."""
+        c = deliveries.c
+        with self.engine.connect() as db:
+            if report.row is not None:
+                found = db.execute(select(c.id, c.subscriber_id, c.sent_at).where(c.id == report.row)).first()
+                if found is not None:
+                    return found
+            if report.message_id:
+                return db.execute(select(c.id, c.subscriber_id, c.sent_at)
+                                  .where(c.message_id == report.message_id)).first()
+        return None
+
+    def _email_of(self, subscriber_id: int) -> str | None:
+        subscriber = self.book.by_id(subscriber_id)
+        return subscriber.email if subscriber else None
+
+    def unsubscribe(self, report: Report, now: datetime) -> bool:
+        """An unsubscribe by mail, when its token is valid; False for a forged or missing one."""
+        try:
+            claim = self.signer.read("unsubscribe", report.token or "", email_of=self._email_of)
+        except BadToken:
+            return False
+        with self.engine.begin() as db:
+            recorded = db.execute(dialect_insert(db)(reports).values(
+                key=report.key[:400], kind="unsubscribe", subscriber_id=claim.subscriber_id, status="",
+                reason=f"by mail, from {claim.list}", received_at=now)
+                .on_conflict_do_nothing().returning(reports.c.id)).scalar()
+        if recorded is None:
+            raise _AlreadyRead
+        self.book.unsubscribe(claim.subscriber_id, claim.list, now)
+        return True
+
+    def read_maildir(self, path: Path, now: datetime) -> ReadReport:
+        """Act on every message in the Maildir at PATH; what was understood moves to its `processed` folder."""
+        box = mailbox.Maildir(path, factory=None, create=True)
+        done = box.add_folder(PROCESSED_FOLDER) if PROCESSED_FOLDER not in box.list_folders() \
+            else box.get_folder(PROCESSED_FOLDER)
+        outcome = ReadReport()
+        for key in list(box.keys()):
+            try:
+                raw = box.get_bytes(key)
+            except (KeyError, OSError):
+                continue  # taken meanwhile by another reader
+            report = self.reader.read(raw)
+            if report.kind == "unknown" or (report.kind == "unsubscribe" and not report.token):
+                outcome.not_understood += 1
+                continue
+            try:
+                if report.kind == "unsubscribe":
+                    if not self.unsubscribe(report, now):
+                        outcome.not_understood += 1  # a forged or stale token: left for a person to see
+                        continue
+                elif (address := self.act(report, now)) is not None:
+                    outcome.suppressed.append(address)
+                outcome.counts[report.kind] += 1
+            except _AlreadyRead:
+                outcome.repeated += 1
+            done.add(raw)  # copied first, then removed: a crash between leaves a copy read once only
+            box.discard(key)
+        return outcome
+
+
+def for_site(site, store: Store, environ) -> Bounces:
+    """The site's reader of reports: its bounce addresses (when return_path is set) and its link key."""
+    from .tokens import secret_key
+    from .verp import Verp
+
+    key = secret_key(site, environ)
+    verp = Verp(site.email.return_path, key) if site.email.return_path else None
+    return Bounces(store, ReportReader(verp, site.email.domain), Signer(key))
+
+
+def summary(outcome: ReadReport, mailbox: Path) -> str:
+    """One line saying what a read of the mailbox did."""
+    kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(outcome.counts.items())) or "nothing new"
+    line = f"bounces: {kinds}"
+    if outcome.suppressed:
+        line += f"; not mailed again: {', '.join(outcome.suppressed)}"
+    if outcome.repeated:
+        line += f"; {outcome.repeated} read before"
+    if outcome.not_understood:
+        line += f"; {outcome.not_understood} not understood, left in {mailbox}"
+    return line
+
+
+class _AlreadyRead(Exception):
+    """This report was acted on before."""

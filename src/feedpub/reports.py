@@ -1,0 +1,175 @@
+"""What a message that comes back says: a bounce, a complaint, an unsubscribe by mail, or nothing to act on.
+
+Understood, in this order:
+- delivery status notifications (RFC 3464, multipart/report;
+  report-type=delivery-status): permanent (5.x.x) or temporary (4.x.x);
+- complaints from feedback loops (RFC 5965, report-type=feedback-report);
+- mail to the List-Unsubscribe mailto address, with the token in the subject;
+- auto-replies (RFC 3834 Auto-Submitted, and the usual out-of-office marks), ignored;
+- plain-text bounces addressed to a message's own envelope sender (verp.py),
+  whose text gives an enhanced status code or says the mail was undeliverable.
+The row a report is about comes from that envelope sender, wherever the
+report shows it, or from the Message-ID of the quoted original.
+"""
+
+from __future__ import annotations
+
+import email
+import hashlib
+import re
+from dataclasses import dataclass
+from email import policy
+from email.message import Message
+from email.parser import BytesHeaderParser, HeaderParser
+
+from .verp import Verp
+
+_STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
+# In free text, only failure codes, and never a piece of an IP address or a version number.
+_FAILURE_IN_TEXT = re.compile(r"(?<![\d.])([45])\.(\d{1,3})\.(\d{1,3})(?![\d]|\.\d)")
+_UNDELIVERABLE = re.compile(r"undeliver|could not be delivered|delivery (?:status notification|has failed|failed)|"
+                            r"returned mail|failure notice|mail delivery failed|permanent error", re.IGNORECASE)
+_OUT_OF_OFFICE = re.compile(r"^(?:auto(?:matic)?[ -]?(?:reply|response)|out of (?:the )?office|absence)",
+                            re.IGNORECASE)
+_RECIPIENT_HEADERS = ("Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To", "To")
+
+
+@dataclass(frozen=True)
+class Report:
+    kind: str  # hard, soft, complaint, unsubscribe, auto-reply, unknown
+    key: str  # what makes it the same report when read twice: its Message-ID, or a hash
+    status: str = ""  # the enhanced status code, e.g. 5.1.1
+    reason: str = ""  # one line, from the report
+    row: int | None = None  # the delivery row it is about
+    message_id: str | None = None  # the quoted original's Message-ID
+    recipient: str | None = None  # the address it is about, as the report gives it
+    token: str | None = None  # an unsubscribe-by-mail's token
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    return " ".join(str(text).split())[:limit]
+
+
+def _headers_of(part: Message) -> Message | None:
+    """The header block inside PART: a message/* part's first message, or text/rfc822-headers parsed."""
+    payload = part.get_payload()
+    if isinstance(payload, list):
+        return payload[0] if payload else None
+    if isinstance(payload, Message):
+        return payload
+    raw = part.get_payload(decode=True) or b""
+    return BytesHeaderParser(policy=policy.compat32).parsebytes(raw) if raw else None
+
+
+def _field_blocks(part: Message) -> list[Message]:
+    """The blocks of fields of a message/delivery-status or message/feedback-report part."""
+    payload = part.get_payload()
+    if isinstance(payload, list) and all(isinstance(p, Message) for p in payload):
+        return payload
+    text = (part.get_payload(decode=True) or b"").decode("utf-8", "replace")
+    return [HeaderParser(policy=policy.compat32).parsestr(block) for block in re.split(r"\r?\n\r?\n", text)
+            if block.strip()]
+
+
+class ReportReader:
+    """Reads the reports that come back for one site."""
+
+    def __init__(self, verp: Verp | None, domain: str) -> None:
+        self.verp, self.domain = verp, domain.lower()
+
+    def read(self, raw: bytes) -> Report:
+        message = email.message_from_bytes(raw, policy=policy.compat32)
+        key = _one_line(message.get("Message-ID", "")) or "sha256:" + hashlib.sha256(raw).hexdigest()
+        report_type = (message.get_param("report-type", "", header="content-type") or "").lower()
+        original = self._original(message)
+        found = {"key": key, "row": self._row(message, original),
+                 "message_id": _one_line(original.get("Message-ID", "")) if original is not None else None}
+        if message.get_content_type() == "multipart/report" and report_type == "delivery-status":
+            return self._dsn(message, found)
+        if message.get_content_type() == "multipart/report" and report_type == "feedback-report":
+            return self._complaint(message, found)
+        if (token := self._unsubscribe_token(message)) is not None:
+            return Report("unsubscribe", key, token=token)
+        # Some MTAs mark their plain bounces Auto-Submitted too: a bounce is told first,
+        # unless the subject says out of office.
+        bounce = self._plain_bounce(message, found)
+        out_of_office = bool(_OUT_OF_OFFICE.match(_one_line(message.get("Subject", ""))))
+        if bounce.kind != "unknown" and not out_of_office:
+            return bounce
+        if self._auto_reply(message) or out_of_office:
+            return Report("auto-reply", key, reason=_one_line(message.get("Subject", "")))
+        return bounce
+
+    # where the original is
+    def _original(self, message: Message) -> Message | None:
+        for part in message.walk():
+            if part.get_content_type() in ("message/rfc822", "text/rfc822-headers"):
+                return _headers_of(part)
+        return None
+
+    def _row(self, message: Message, original: Message | None) -> int | None:
+        if self.verp is None:
+            return None
+        candidates = [value for name in _RECIPIENT_HEADERS for value in message.get_all(name, [])]
+        if original is not None:
+            candidates += original.get_all("Return-Path", [])
+        for value in candidates:
+            for address in re.findall(r"[^\s<>,;\"]+@[^\s<>,;\"]+", str(value)):
+                if (row := self.verp.row(address)) is not None:
+                    return row
+        return None
+
+    # the kinds
+    def _dsn(self, message: Message, found: dict) -> Report:
+        for part in message.walk():
+            if part.get_content_type() != "message/delivery-status":
+                continue
+            for block in _field_blocks(part)[1:] or _field_blocks(part):
+                action = (block.get("Action") or "").strip().lower()
+                code = _STATUS.search(block.get("Status") or "")
+                if action not in ("failed", "delayed") and not code:
+                    continue  # delivered, relayed or expanded: nothing to do
+                status = ".".join(code.groups()) if code else ("5.0.0" if action == "failed" else "4.0.0")
+                kind = "hard" if status.startswith("5") and action != "delayed" else "soft"
+                reason = block.get("Diagnostic-Code") or block.get("Status") or action
+                recipient = (block.get("Final-Recipient") or block.get("Original-Recipient") or "").partition(";")
+                return Report(kind, status=status, reason=_one_line(reason),
+                              recipient=_one_line(recipient[2] or recipient[0]) or None, **found)
+        return Report("unknown", found["key"], reason="a delivery report without a recipient's status")
+
+    def _complaint(self, message: Message, found: dict) -> Report:
+        for part in message.walk():
+            if part.get_content_type() == "message/feedback-report":
+                fields = _field_blocks(part)[0] if _field_blocks(part) else Message()
+                kind = (fields.get("Feedback-Type") or "abuse").strip().lower()
+                recipient = fields.get("Original-Rcpt-To") or fields.get("Removal-Recipient")
+                return Report("complaint", status=kind, reason=f"feedback report: {kind}",
+                              recipient=_one_line(recipient) if recipient else None, **found)
+        return Report("unknown", found["key"], reason="a feedback report without its fields")
+
+    def _unsubscribe_token(self, message: Message) -> str | None:
+        addressed = " ".join(str(v) for name in _RECIPIENT_HEADERS for v in message.get_all(name, [])).lower()
+        if f"unsubscribe@{self.domain}" not in addressed:
+            return None
+        words = _one_line(message.get("Subject", "")).split()
+        return words[1] if len(words) == 2 and words[0].lower() == "unsubscribe" else ""
+
+    @staticmethod
+    def _auto_reply(message: Message) -> bool:
+        submitted = (message.get("Auto-Submitted") or "no").strip().lower()
+        return (submitted != "no" or message.get("X-Autoreply") is not None
+                or message.get("X-Autorespond") is not None
+                or (message.get("Precedence") or "").strip().lower() == "auto_reply")
+
+    def _plain_bounce(self, message: Message, found: dict) -> Report:
+        if found["row"] is None:
+            return Report("unknown", found["key"], reason="not a report feedpub understands")
+        subject = _one_line(message.get("Subject", ""))
+        text = " ".join(part.get_payload(decode=True).decode("utf-8", "replace") for part in message.walk()
+                        if part.get_content_maintype() == "text" and part.get_payload(decode=True))
+        code = _FAILURE_IN_TEXT.search(text)
+        if code is None and not _UNDELIVERABLE.search(subject + " " + text[:2000]):
+            return Report("unknown", found["key"], reason="mail to a message's bounce address, not a bounce")
+        status = ".".join(code.groups()) if code else "5.0.0"
+        line = next((ln for ln in text.splitlines() if status in ln), subject) if code else subject
+        return Report("hard" if status.startswith("5") else "soft", status=status, reason=_one_line(line), **found)

@@ -1,0 +1,154 @@
+"""Reports that come back after a message was accepted: bounces, complaints, unsubscribes by mail.
+
+The reports are written here in the shapes Postfix, Exim, Microsoft's and
+Gmail's servers and a feedback loop send them (our own text), around the
+real bounce addresses and Message-IDs of a real send, and dropped into a
+Maildir that `feedpub bounces` reads.
+"""
+
+from __future__ import annotations
+
+import email
+import mailbox
+from datetime import datetime, timedelta
+from email import policy
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from click.testing import CliRunner
+from sqlalchemy import select
+
+from feedpub.cli import main
+from feedpub.delivery import send_queued
+from feedpub.store import deliveries, subscribers
+from feedpub.subscribers import Subscribers
+
+from .conftest import mail_settings
+from .test_delivery import ENV, NOW, subscribe
+from .test_delivery_faults import compose, open_world
+
+RETURN_PATH = "bounces@ia-insights.example.org"
+
+
+def dsn(to: str, recipient: str, status: str, action: str, diagnostic: str, *, original: str = "",
+        headers_only: bool = False, mta: str = "mx.example.net") -> bytes:
+    kind = "text/rfc822-headers" if headers_only else "message/rfc822"
+    return (f"From: Mail Delivery System <MAILER-DAEMON@{mta}>\r\nTo: {to}\r\nDelivered-To: {to}\r\n"
+            f"Subject: Undelivered Mail Returned to Sender\r\nMessage-ID: <dsn-{status}-{recipient}@{mta}>\r\n"
+            f"Auto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n"
+            f'Content-Type: multipart/report; report-type=delivery-status; boundary="b1"\r\n\r\n'
+            f"--b1\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n\r\n"
+            f"--b1\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; {mta}\r\n\r\n"
+            f"Final-Recipient: rfc822; {recipient}\r\nAction: {action}\r\nStatus: {status}\r\n"
+            f"Diagnostic-Code: smtp; {diagnostic}\r\n\r\n"
+            f"--b1\r\nContent-Type: {kind}\r\n\r\n{original}\r\n--b1--\r\n").encode()
+
+
+def complaint(to: str, original: str) -> bytes:
+    return (f"From: Feedback Loop <fbl@feedback.example.com>\r\nTo: {to}\r\nSubject: Complaint about message\r\n"
+            f"Message-ID: <arf-1@feedback.example.com>\r\nMIME-Version: 1.0\r\n"
+            f'Content-Type: multipart/report; report-type=feedback-report; boundary="b2"\r\n\r\n'
+            f"--b2\r\nContent-Type: text/plain\r\n\r\nThis is an abuse report.\r\n\r\n"
+            f"--b2\r\nContent-Type: message/feedback-report\r\n\r\nFeedback-Type: abuse\r\nUser-Agent: FBL/1.0\r\n"
+            f"Version: 1\r\n\r\n--b2\r\nContent-Type: message/rfc822\r\n\r\n{original}\r\n--b2--\r\n").encode()
+
+
+def plain(to: str, subject: str, body: str, *, extra: str = "", message_id: str = "") -> bytes:
+    return (f"From: someone@example.net\r\nTo: {to}\r\nSubject: {subject}\r\n{extra}"
+            f"Message-ID: <{message_id or subject.replace(' ', '-')}@example.net>\r\n\r\n{body}\r\n").encode()
+
+
+def test_reports_bounce_suppress_and_unsubscribe_each_once(site_dir, sink, smtp_server):
+    mail_settings(site_dir, smtp_server.port, extra=f"  return_path: {RETURN_PATH}\n")
+    with open(site_dir / "feedpub.yaml", "a", encoding="utf-8") as settings:
+        settings.write("bounces:\n  mailbox: bounces\n")
+    site, store, schedule = open_world(site_dir)
+    addresses = subscribe(store, 9)
+    compose(site, store, schedule)
+    send_queued(site, store, environ=ENV, schedule=schedule)
+    copies = {recipients[0]: (sender, email.message_from_bytes(data, policy=policy.default))
+              for sender, recipients, data in sink.received}
+    bounce_to = {a: copies[a][0] for a in addresses}
+    message_id = {a: copies[a][1]["Message-ID"] for a in addresses}
+    mailto = copies[addresses[4]][1]["List-Unsubscribe"].split(",")[1].strip(" <>")
+    token = unquote(parse_qs(urlsplit(mailto).query)["subject"][0]).split()[1]
+    quoted = {a: f"Return-Path: <{bounce_to[a]}>\r\nMessage-ID: {message_id[a]}\r\nTo: {a}\r\nSubject: x\r\n"
+              for a in addresses}
+    # reader6 subscribed again after the message a report will be about
+    with store.engine.begin() as db:
+        db.execute(subscribers.update().where(subscribers.c.email == addresses[6])
+                   .values(confirmed_at=datetime.now(NOW.tzinfo) + timedelta(days=1)))
+
+    box = mailbox.Maildir(site_dir / "bounces", create=True)
+    samples = {
+        "postfix 5.1.1": dsn(bounce_to[addresses[0]], addresses[0], "5.1.1", "failed",
+                             "550 5.1.1 <reader0@example.net>: Recipient address rejected: User unknown",
+                             original=quoted[addresses[0]]),
+        "microsoft 5.7.1, no bounce address, quoted headers only": dsn(
+            RETURN_PATH, addresses[1], "5.7.1", "failed", "550 5.7.1 Delivery not authorized, message refused",
+            original=f"Message-ID: {message_id[addresses[1]]}\r\nSubject: x\r\n", headers_only=True,
+            mta="outlook.example.com"),
+        "gmail delayed": dsn(bounce_to[addresses[2]], addresses[2], "4.2.2", "delayed",
+                             "452 4.2.2 The email account that you tried to reach is over quota"),
+        "complaint": complaint("fbl-reports@ia-insights.example.org", quoted[addresses[3]]),
+        "mailto unsubscribe": plain("unsubscribe@ia-insights.example.org", f"unsubscribe {token}", ""),
+        "forged mailto unsubscribe": plain("unsubscribe@ia-insights.example.org", "unsubscribe AAAA.BBBB.CCCC", ""),
+        "out of office": plain(bounce_to[addresses[5]], "Out of office: back on Monday", "I am away.",
+                               extra="Auto-Submitted: auto-replied\r\n"),
+        "exim plain, auto-submitted": plain(
+            bounce_to[addresses[7]], "Mail delivery failed: returning message to sender",
+            f"  {addresses[7]}\r\n    host mx.example.net [192.0.2.1]\r\n    SMTP error from remote mail server "
+            f"after RCPT TO:<{addresses[7]}>:\r\n    550 5.1.1 User unknown", extra="Auto-Submitted: auto-replied\r\n"),
+        "after re-subscribing": dsn(bounce_to[addresses[6]], addresses[6], "5.1.1", "failed", "550 5.1.1 unknown"),
+        "garbage": b"\x00\xff not a message at all \r\n\r\n\x00",
+        "an IP address is not a status": plain(bounce_to[addresses[8]], "Hello", "from 10.5.1.1, version 5.1.1.2"),
+    }
+    for sample in samples.values():
+        box.add(sample)
+
+    first = CliRunner().invoke(main, ["bounces", "--site", str(site_dir)], env=ENV)
+    assert first.exit_code == 0, first.output
+    assert "1 auto-reply, 1 complaint, 4 hard, 1 soft, 1 unsubscribe" in first.output
+    book = Subscribers(store)
+    status = {a: book.get(a).status for a in addresses}
+    assert status == {addresses[0]: "bounced", addresses[1]: "active", addresses[2]: "active",
+                      addresses[3]: "complained", addresses[4]: "unsubscribed", addresses[5]: "active",
+                      addresses[6]: "active", addresses[7]: "bounced", addresses[8]: "active"}
+    with store.engine.connect() as db:
+        rows = dict(db.execute(select(subscribers.c.email, deliveries.c.status)
+                               .join(deliveries, deliveries.c.subscriber_id == subscribers.c.id)).all())
+    assert [a for a in addresses if rows[a] == "bounced"] == [addresses[0], addresses[1], addresses[6], addresses[7]]
+    assert "not understood" in first.output and "3 not understood" in first.output  # forged, garbage, the IP
+    left = [box.get_bytes(key) for key in box.keys()]
+    assert len(left) == 3 and samples["garbage"] in left
+
+    # Read again, and one report delivered twice: nothing is done again.
+    box.add(samples["postfix 5.1.1"])
+    second = CliRunner().invoke(main, ["bounces", "--site", str(site_dir)], env=ENV)
+    assert "1 read before" in second.output and "nothing new" in second.output
+    assert book.get(addresses[0]).status == "bounced" and len(box.get_folder("processed")) == 9
+
+    # A complaint is final: neither an import nor a new sign-up brings the reader back.
+    with store.engine.begin() as db:
+        assert book.upsert(addresses[3], name="", lists=["weekly"], source="import", now=NOW, db=db)[0] == "refused"
+    book.request(addresses[3], name="", lists=["weekly"], source="web", now=NOW)
+    assert book.get(addresses[3]).status == "complained"
+    store.close()
+
+
+def test_three_other_permanent_failures_within_thirty_days_suppress_a_reader(site_dir, sink, smtp_server):
+    mail_settings(site_dir, smtp_server.port, extra=f"  return_path: {RETURN_PATH}\n")
+    with open(site_dir / "feedpub.yaml", "a", encoding="utf-8") as settings:
+        settings.write("bounces:\n  mailbox: bounces\n")
+    site, store, schedule = open_world(site_dir)
+    (address,) = subscribe(store, 1)
+    compose(site, store, schedule)
+    send_queued(site, store, environ=ENV, schedule=schedule)
+    bounce_to = sink.received[0][0]
+    box = mailbox.Maildir(site_dir / "bounces", create=True)
+    book = Subscribers(store)
+    for n in range(3):
+        box.add(dsn(bounce_to, address, "5.7.1", "failed", f"550 5.7.1 policy refusal {n}").replace(
+            b"<dsn-", f"<dsn{n}-".encode()))
+        CliRunner().invoke(main, ["bounces", "--site", str(site_dir)], env=ENV)
+        assert book.get(address).status == ("bounced" if n == 2 else "active")
+    store.close()
