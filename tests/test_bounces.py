@@ -9,11 +9,15 @@ Maildir that `feedpub bounces` reads.
 from __future__ import annotations
 
 import email
+import imaplib
 import mailbox
+import os
+import ssl
 from datetime import datetime, timedelta
 from email import policy
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
@@ -22,9 +26,11 @@ from feedpub.delivery import send_queued
 from feedpub.store import deliveries, subscribers
 from feedpub.subscribers import Subscribers
 
+from . import dovecot, postfix
 from .conftest import mail_settings
 from .test_delivery import ENV, NOW, subscribe
 from .test_delivery_faults import compose, open_world
+from .test_real_mta import need_postfix, wait_for
 
 RETURN_PATH = "bounces@ia-insights.example.org"
 
@@ -151,4 +157,70 @@ def test_three_other_permanent_failures_within_thirty_days_suppress_a_reader(sit
             b"<dsn-", f"<dsn{n}-".encode()))
         CliRunner().invoke(main, ["bounces", "--site", str(site_dir)], env=ENV)
         assert book.get(address).status == ("bounced" if n == 2 else "active")
+    store.close()
+
+
+def test_reports_are_read_from_a_real_imap_server_over_tls(site_dir, sink, smtp_server):
+    reason = dovecot.available()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run this test: {reason}")
+        pytest.skip(reason)
+    with dovecot.Dovecot() as server:
+        mail_settings(site_dir, smtp_server.port, extra=f"  return_path: {RETURN_PATH}\n")
+        with open(site_dir / "feedpub.yaml", "a", encoding="utf-8") as settings:
+            settings.write(f"bounces:\n  mailbox: imaps://{dovecot.USER}@127.0.0.1:{server.port}/INBOX\n"
+                           f"  ca_file: {server.ca_file}\n")
+        site, store, schedule = open_world(site_dir)
+        addresses = subscribe(store, 2)
+        compose(site, store, schedule)
+        send_queued(site, store, environ=ENV, schedule=schedule)
+        bounce_to = {recipients[0]: sender for sender, recipients, _data in sink.received}
+        server.deliver(dsn(bounce_to[addresses[0]], addresses[0], "5.1.1", "failed", "550 5.1.1 no such user"))
+        quoted = f"Return-Path: <{bounce_to[addresses[1]]}>\r\nSubject: x\r\n"
+        server.deliver(complaint("fbl@ia-insights.example.org", quoted))
+        server.deliver(b"Subject: what is this\r\n\r\nnothing feedpub knows\r\n")
+
+        wrong = CliRunner().invoke(main, ["bounces", "--site", str(site_dir)],
+                                   env={**ENV, "FEEDPUB_BOUNCES_PASSWORD": "wrong"})
+        assert wrong.exit_code == 1
+        assert "refused reports (password in FEEDPUB_BOUNCES_PASSWORD)" in wrong.output
+        env = {**ENV, "FEEDPUB_BOUNCES_PASSWORD": dovecot.PASSWORD}
+        first = CliRunner().invoke(main, ["bounces", "--site", str(site_dir)], env=env)
+        assert first.exit_code == 0, first.output
+        assert "1 complaint, 1 hard" in first.output and "1 not understood" in first.output
+        book = Subscribers(store)
+        assert [book.get(a).status for a in addresses] == ["bounced", "complained"]
+        again = CliRunner().invoke(main, ["bounces", "--site", str(site_dir)], env=env)
+        assert "nothing new" in again.output and "read before" not in again.output
+
+        imap = imaplib.IMAP4_SSL("127.0.0.1", server.port,
+                                 ssl_context=ssl.create_default_context(cafile=str(server.ca_file)))
+        imap.login(dovecot.USER, dovecot.PASSWORD)
+        assert imap.select("INBOX")[1] == [b"1"]  # only the one not understood
+        assert imap.select("processed")[1] == [b"2"]
+        imap.logout()
+        store.close()
+
+
+def test_a_real_postfix_bounce_for_an_unknown_user_suppresses_the_reader(site_dir, sink, smtp_server):
+    need_postfix()
+    sink.unknown.add("nobody@mail.example.net")  # the destination behind Postfix has no such mailbox
+    with postfix.Postfix(relay_to=smtp_server.port) as mta:
+        mail_settings(site_dir, mta.port, extra=f"  return_path: {RETURN_PATH}\n")
+        with open(site_dir / "feedpub.yaml", "a", encoding="utf-8") as settings:
+            settings.write("bounces:\n  mailbox: bounces\n")
+        site, store, schedule = open_world(site_dir)
+        book = Subscribers(store)
+        with store.engine.begin() as db:
+            book.upsert("nobody@mail.example.net", name="", lists=["weekly"], source="test", now=NOW, db=db)
+        compose(site, store, schedule)
+        assert send_queued(site, store, environ=ENV, schedule=schedule).sent == 1  # accepted, then bounced
+        sender, recipients, report = wait_for(lambda: next(iter(sink.received), None), seconds=60)
+    assert sender in ("", "<>") and recipients[0].startswith("bounces+")  # Postfix's own DSN, to the row's address
+    mailbox.Maildir(site_dir / "bounces", create=True).add(
+        b"Delivered-To: " + recipients[0].encode() + b"\r\n" + report)
+    result = CliRunner().invoke(main, ["bounces", "--site", str(site_dir)], env=ENV)
+    assert "1 hard" in result.output and "nobody@mail.example.net" in result.output, result.output
+    assert book.get("nobody@mail.example.net").status == "bounced"
     store.close()

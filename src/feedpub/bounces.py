@@ -10,11 +10,9 @@ nothing about them. Each report is acted on once, however often it is read.
 
 from __future__ import annotations
 
-import mailbox
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 
 from sqlalchemy import func, select, update
 
@@ -25,7 +23,6 @@ from .tokens import BadToken, Signer
 
 HARD_BOUNCES_TO_SUPPRESS = 3  # permanent failures other than "no such mailbox", within...
 HARD_BOUNCE_WINDOW = timedelta(days=30)
-PROCESSED_FOLDER = "processed"
 
 
 @dataclass
@@ -112,33 +109,28 @@ class Bounces:
         self.book.unsubscribe(claim.subscriber_id, claim.list, now)
         return True
 
-    def read_maildir(self, path: Path, now: datetime) -> ReadReport:
-        """Act on every message in the Maildir at PATH; what was understood moves to its `processed` folder."""
-        box = mailbox.Maildir(path, factory=None, create=True)
-        done = box.add_folder(PROCESSED_FOLDER) if PROCESSED_FOLDER not in box.list_folders() \
-            else box.get_folder(PROCESSED_FOLDER)
+    def read(self, source, now: datetime) -> ReadReport:
+        """Act on every message SOURCE holds (mailboxes.py); what was understood moves to `processed`."""
         outcome = ReadReport()
-        for key in list(box.keys()):
-            try:
-                raw = box.get_bytes(key)
-            except (KeyError, OSError):
-                continue  # taken meanwhile by another reader
-            report = self.reader.read(raw)
-            if report.kind == "unknown" or (report.kind == "unsubscribe" and not report.token):
-                outcome.not_understood += 1
-                continue
-            try:
-                if report.kind == "unsubscribe":
-                    if not self.unsubscribe(report, now):
-                        outcome.not_understood += 1  # a forged or stale token: left for a person to see
-                        continue
-                elif (address := self.act(report, now)) is not None:
-                    outcome.suppressed.append(address)
-                outcome.counts[report.kind] += 1
-            except _AlreadyRead:
-                outcome.repeated += 1
-            done.add(raw)  # copied first, then removed: a crash between leaves a copy read once only
-            box.discard(key)
+        try:
+            for key, raw in source.messages():
+                report = self.reader.read(raw)
+                if report.kind == "unknown" or (report.kind == "unsubscribe" and not report.token):
+                    outcome.not_understood += 1
+                    continue
+                try:
+                    if report.kind == "unsubscribe":
+                        if not self.unsubscribe(report, now):
+                            outcome.not_understood += 1  # a forged or stale token: left for a person to see
+                            continue
+                    elif (address := self.act(report, now)) is not None:
+                        outcome.suppressed.append(address)
+                    outcome.counts[report.kind] += 1
+                except _AlreadyRead:
+                    outcome.repeated += 1
+                source.processed(key, raw)
+        finally:
+            source.close()
         return outcome
 
 
@@ -152,7 +144,7 @@ def for_site(site, store: Store, environ) -> Bounces:
     return Bounces(store, ReportReader(verp, site.email.domain), Signer(key))
 
 
-def summary(outcome: ReadReport, mailbox: Path) -> str:
+def summary(outcome: ReadReport, mailbox) -> str:
     """One line saying what a read of the mailbox did."""
     kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(outcome.counts.items())) or "nothing new"
     line = f"bounces: {kinds}"

@@ -333,12 +333,14 @@ def read_bounces(site) -> None:
     from .bounces import for_site, summary
     from .errors import ConfigError
     from .jobs import open_store
+    from .mailboxes import open_source
 
     if site.bounces_mailbox is None:
-        raise ConfigError("feedpub.yaml", "bounces.mailbox", "not set: the Maildir folder where reports arrive")
+        raise ConfigError("feedpub.yaml", "bounces.mailbox",
+                          "not set: a Maildir folder, or imaps://USER@HOST/FOLDER, where reports arrive")
     store = open_store(site)
     try:
-        outcome = for_site(site, store, os.environ).read_maildir(site.bounces_mailbox, now(site))
+        outcome = for_site(site, store, os.environ).read(open_source(site.bounces_mailbox, os.environ), now(site))
     finally:
         store.close()
     click.echo(summary(outcome, site.bounces_mailbox))

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 
 from .errors import ConfigError
+from .mailboxes import MailboxSettings, mailbox_settings
 from .webconfig import WebSettings, web_settings
 
 SETTINGS_FILE = "feedpub.yaml"
@@ -103,7 +104,7 @@ class Site:
     templates_dir: Path = Path("templates")
     email: EmailSettings | None = None
     web: WebSettings = field(default_factory=WebSettings)
-    bounces_mailbox: Path | None = None  # a Maildir where bounces and complaints arrive
+    bounces_mailbox: MailboxSettings | None = None  # where bounces and complaints arrive
     storage_url: str = ""
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -212,12 +213,6 @@ class Section:
             raise self.error(unknown[0], "unknown setting")
 
 
-def _bounces_mailbox(section: Section, root: Path) -> Path | None:
-    mailbox = section.str("mailbox")
-    section.check_unknown()
-    return root / mailbox if mailbox else None
-
-
 def _base_url(section: Section) -> str:
     url = section.str("base_url", required=True)
     parts = urlsplit(url)
@@ -290,7 +285,7 @@ def load_site(root: Path | str = ".") -> Site:
         templates_dir=root / top.str("templates", "templates"),
         email=_email(top, root, title=top.data.get("title")),
         web=web_settings(top.section("web")),
-        bounces_mailbox=_bounces_mailbox(top.section("bounces"), root),
+        bounces_mailbox=mailbox_settings(top.section("bounces"), root),
         storage_url=_storage_url(top, root),
         raw=top.data,
     )

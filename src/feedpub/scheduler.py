@@ -90,10 +90,17 @@ class Service:
 
     def bounces(self) -> None:
         from .bounces import for_site, summary
+        from .errors import FeedpubError
+        from .mailboxes import open_source
 
         if self.stopping.is_set() or self.site.bounces_mailbox is None:
             return
-        outcome = for_site(self.site, self.store, self.environ).read_maildir(self.site.bounces_mailbox, self.clock())
+        try:
+            source = open_source(self.site.bounces_mailbox, self.environ)
+        except FeedpubError as exc:  # the mailbox is down: read it next time
+            log.warning("%s", exc)
+            return
+        outcome = for_site(self.site, self.store, self.environ).read(source, self.clock())
         if outcome.counts or outcome.not_understood:
             log.info("%s", summary(outcome, self.site.bounces_mailbox))
 

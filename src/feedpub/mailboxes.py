@@ -1,0 +1,130 @@
+"""Where reports arrive: a Maildir folder, or an IMAP mailbox over TLS.
+
+Both give the messages waiting in them and take back each one that was acted
+on: moved to a `processed` folder, so a person can still read it and the
+next read does not see it again. What is not understood stays where it is.
+"""
+
+from __future__ import annotations
+
+import mailbox
+import re
+import ssl
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import FeedpubError
+
+PROCESSED_FOLDER = "processed"
+_IMAP_URL = re.compile(r"^imaps://(?P<user>[^@/]+)@(?P<host>[^:/]+)(?::(?P<port>\d+))?(?:/(?P<folder>.*))?$")
+
+
+@dataclass(frozen=True)
+class MailboxSettings:
+    maildir: Path | None = None
+    host: str = ""
+    port: int = 993
+    user: str = ""
+    folder: str = "INBOX"
+    password_env: str = "FEEDPUB_BOUNCES_PASSWORD"
+    ca_file: Path | None = None  # a private CA to trust, beside the system's
+
+    def __str__(self) -> str:
+        return str(self.maildir) if self.maildir else f"imaps://{self.user}@{self.host}:{self.port}/{self.folder}"
+
+
+def mailbox_settings(section, root: Path) -> MailboxSettings | None:
+    """The `bounces:` Section of feedpub.yaml (a config.Section) as MailboxSettings; None when not set."""
+    where = section.str("mailbox")
+    password_env = section.str("password_env", "FEEDPUB_BOUNCES_PASSWORD")
+    ca_file = section.str("ca_file")
+    section.check_unknown()
+    if not where:
+        return None
+    if not where.startswith("imaps://"):
+        if "://" in where:
+            raise section.error("mailbox", f"{where!r}: a Maildir folder, or imaps://USER@HOST[:PORT]/FOLDER")
+        return MailboxSettings(maildir=root / where)
+    match = _IMAP_URL.match(where)
+    if match is None:
+        raise section.error("mailbox", f"{where!r}: write it imaps://USER@HOST[:PORT]/FOLDER")
+    return MailboxSettings(host=match["host"], port=int(match["port"] or 993), user=match["user"],
+                           folder=match["folder"] or "INBOX", password_env=password_env,
+                           ca_file=root / ca_file if ca_file else None)
+
+
+class MaildirSource:
+    def __init__(self, path: Path) -> None:
+        self.box = mailbox.Maildir(path, factory=None, create=True)
+        self.done = (self.box.get_folder(PROCESSED_FOLDER) if PROCESSED_FOLDER in self.box.list_folders()
+                     else self.box.add_folder(PROCESSED_FOLDER))
+
+    def messages(self) -> Iterator[tuple[str, bytes]]:
+        for key in list(self.box.keys()):
+            try:
+                yield key, self.box.get_bytes(key)
+            except (KeyError, OSError):
+                continue  # taken meanwhile by another reader
+
+    def processed(self, key: str, raw: bytes) -> None:
+        self.done.add(raw)  # copied first, then removed: a crash between leaves a copy read once only
+        self.box.discard(key)
+
+    def close(self) -> None:
+        pass
+
+
+class IMAPSource:
+    def __init__(self, settings: MailboxSettings, environ: Mapping[str, str]) -> None:
+        import imaplib
+
+        self.imaplib, self.settings = imaplib, settings
+        where = f"{settings.host}:{settings.port}"
+        context = ssl.create_default_context(cafile=str(settings.ca_file) if settings.ca_file else None)
+        try:
+            self.imap = imaplib.IMAP4_SSL(settings.host, settings.port, ssl_context=context, timeout=30)
+        except (OSError, ssl.SSLError) as exc:
+            raise FeedpubError(f"bounces: cannot reach the IMAP server {where}: {exc}") from None
+        try:
+            self.imap.login(settings.user, environ.get(settings.password_env, ""))
+            status, _ = self.imap.select(self._quoted(settings.folder))
+        except imaplib.IMAP4.error as exc:
+            self.imap.logout()
+            raise FeedpubError(f"bounces: {where} refused {settings.user} (password in "
+                               f"{settings.password_env}): {exc}") from None
+        if status != "OK":
+            self.imap.logout()
+            raise FeedpubError(f"bounces: no folder {settings.folder!r} on {where}")
+        self._processed_exists = False
+
+    @staticmethod
+    def _quoted(name: str) -> str:
+        return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    def messages(self) -> Iterator[tuple[str, bytes]]:
+        status, found = self.imap.uid("SEARCH", None, "UNDELETED")
+        for uid in (found[0].split() if status == "OK" and found and found[0] else []):
+            status, data = self.imap.uid("FETCH", uid, "(BODY.PEEK[])")
+            parts = [item for item in data if isinstance(item, tuple)] if status == "OK" else []
+            if parts:
+                yield uid.decode(), parts[0][1]
+
+    def processed(self, key: str, raw: bytes) -> None:
+        if not self._processed_exists:
+            self.imap.create(self._quoted(PROCESSED_FOLDER))  # "already exists" is fine
+            self._processed_exists = True
+        status, _ = self.imap.uid("COPY", key, self._quoted(PROCESSED_FOLDER))
+        if status == "OK":
+            self.imap.uid("STORE", key, "+FLAGS.SILENT", r"(\Deleted)")
+
+    def close(self) -> None:
+        try:
+            self.imap.expunge()
+            self.imap.logout()
+        except (self.imaplib.IMAP4.error, OSError):
+            pass
+
+
+def open_source(settings: MailboxSettings, environ: Mapping[str, str]):
+    return MaildirSource(settings.maildir) if settings.maildir else IMAPSource(settings, environ)
