@@ -22,6 +22,7 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from feedpub.cli import main
+from feedpub.config import load_site
 from feedpub.delivery import send_queued
 from feedpub.store import deliveries, subscribers
 from feedpub.subscribers import Subscribers
@@ -127,6 +128,19 @@ def test_reports_bounce_suppress_and_unsubscribe_each_once(site_dir, sink, smtp_
     left = [box.get_bytes(key) for key in box.keys()]
     assert len(left) == 3 and samples["garbage"] in left
 
+    status_result = CliRunner().invoke(main, ["status", "--site", str(site_dir)], env=ENV)
+    assert status_result.exception is None, repr(status_result.exception)
+    status_out = status_result.output
+    assert ("9 sent, 0 retrying, 0 failed, 0 skipped; 4 hard / 1 soft bounces (44.44 %), "
+            "1 complaint (11.11 %), 1 unsubscribed") in status_out
+    assert "warning: complaint rate 11.11 % is over 0.1 %" in status_out
+    assert "warning: hard-bounce rate 44.44 % is over 2 %" in status_out
+    listed = CliRunner().invoke(main, ["subscribers", "list", "--status", "bounced", "--site", str(site_dir)]).output
+    assert f"{addresses[0]}\t" in listed and "hard 5.1.1: smtp; 550 5.1.1 <reader0@example.net>" in listed
+    listed = CliRunner().invoke(main, ["subscribers", "list", "--status", "complained", "--site",
+                                       str(site_dir)]).output
+    assert "complaint abuse: feedback report: abuse" in listed and "1 subscriber" in listed
+
     # Read again, and one report delivered twice: nothing is done again.
     box.add(samples["postfix 5.1.1"])
     second = CliRunner().invoke(main, ["bounces", "--site", str(site_dir)], env=ENV)
@@ -223,4 +237,34 @@ def test_a_real_postfix_bounce_for_an_unknown_user_suppresses_the_reader(site_di
     result = CliRunner().invoke(main, ["bounces", "--site", str(site_dir)], env=ENV)
     assert "1 hard" in result.output and "nobody@mail.example.net" in result.output, result.output
     assert book.get("nobody@mail.example.net").status == "bounced"
+    store.close()
+
+
+def test_the_service_reads_the_mailbox_on_its_own_and_rides_out_a_mailbox_that_is_down(site_dir, sink, smtp_server,
+                                                                                      caplog):
+    from feedpub.schedule import load_schedule
+    from feedpub.scheduler import Service
+
+    mail_settings(site_dir, smtp_server.port, extra=f"  return_path: {RETURN_PATH}\n")
+    with open(site_dir / "feedpub.yaml", "a", encoding="utf-8") as settings:
+        settings.write("bounces:\n  mailbox: bounces\n")
+    site, store, schedule = open_world(site_dir)
+    (address,) = subscribe(store, 1)
+    compose(site, store, schedule)
+    send_queued(site, store, environ=ENV, schedule=schedule)
+    mailbox.Maildir(site_dir / "bounces", create=True).add(
+        dsn(sink.received[0][0], address, "5.1.1", "failed", "550 5.1.1 no such user"))
+    service = Service(site, load_schedule(site_dir, "Europe/Paris"), store, environ=ENV)
+    assert service.schedule.bounces_every == timedelta(minutes=5)
+    with caplog.at_level("INFO", logger="feedpub"):
+        service.bounces()
+    assert Subscribers(store).get(address).status == "bounced"
+    assert "bounces: 1 hard" in caplog.text
+
+    (site_dir / "feedpub.yaml").write_text((site_dir / "feedpub.yaml").read_text(encoding="utf-8").replace(
+        "mailbox: bounces", f"mailbox: imaps://nobody@127.0.0.1:{smtp_server.port + 1}/INBOX"), encoding="utf-8")
+    down = Service(load_site(site_dir), load_schedule(site_dir, "Europe/Paris"), store, environ=ENV)
+    with caplog.at_level("WARNING", logger="feedpub"):
+        down.bounces()  # no exception: the next turn tries again
+    assert "bounces: cannot reach the IMAP server 127.0.0.1" in caplog.text
     store.close()

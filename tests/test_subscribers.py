@@ -86,5 +86,6 @@ def test_status_shows_delivery_counts(site_dir):
     assert "done: 1 sent" in result.output
     status = run(site_dir, "status").output
     assert "\n  weekly 2" in status
-    assert ": 0 queued, 1 sent, 0 retrying, 0 failed, 0 skipped — IA-insights — la semaine du " in status
+    assert (": 0 queued, 1 sent, 0 retrying, 0 failed, 0 skipped; 0 hard / 0 soft bounces (0.00 %), "
+            "0 complaints (0.00 %), 0 unsubscribed — IA-insights — la semaine du ") in status
     assert len(list((site_dir / "outbox" / "new").iterdir())) == 1

@@ -134,6 +134,60 @@ class Bounces:
         return outcome
 
 
+COMPLAINT_RATE_WARNING = 0.001  # mailbox providers want complaints well under 0.3 %
+HARD_BOUNCE_RATE_WARNING = 0.02
+UNSUBSCRIBED_WITHIN = timedelta(days=7)  # an unsubscribe this soon after an issue is counted against it
+
+
+def issue_outcomes(store: Store, issue_ids: list[int]) -> dict[int, Counter]:
+    """For each issue: its hard and soft bounces, complaints, and readers who left within a week."""
+    outcomes: dict[int, Counter] = {issue_id: Counter() for issue_id in issue_ids}
+    if not issue_ids:
+        return outcomes
+    d, r, s = deliveries.c, reports.c, subscribers.c
+    with store.engine.connect() as db:
+        for issue_id, kind, count in db.execute(
+                select(d.issue_id, r.kind, func.count()).join(reports, r.delivery_id == d.id)
+                .where(d.issue_id.in_(issue_ids), r.kind.in_(("hard", "soft", "complaint")))
+                .group_by(d.issue_id, r.kind)):
+            outcomes[issue_id][kind] = count
+        left = db.execute(select(d.issue_id, d.sent_at, s.unsubscribed_at).join(subscribers, s.id == d.subscriber_id)
+                          .where(d.issue_id.in_(issue_ids), s.status == "unsubscribed", d.sent_at.is_not(None)))
+        for issue_id, sent_at, unsubscribed_at in left:
+            if unsubscribed_at and sent_at <= unsubscribed_at <= sent_at + UNSUBSCRIBED_WITHIN:
+                outcomes[issue_id]["unsubscribed"] += 1
+    return outcomes
+
+
+def outcome_text(outcome: Counter, accepted: int) -> tuple[str, list[str]]:
+    """The words `feedpub status` shows for an issue, and its warnings."""
+    def rate(n: int) -> str:
+        return f"{100 * n / accepted:.2f} %" if accepted else "0 %"
+
+    text = (f"{outcome['hard']} hard / {outcome['soft']} soft bounces ({rate(outcome['hard'])}), "
+            f"{outcome['complaint']} complaint{'s' if outcome['complaint'] != 1 else ''} "
+            f"({rate(outcome['complaint'])}), "
+            f"{outcome['unsubscribed']} unsubscribed")
+    warnings = []
+    if accepted and outcome["complaint"] / accepted > COMPLAINT_RATE_WARNING:
+        warnings.append(f"complaint rate {rate(outcome['complaint'])} is over 0.1 %: mailbox providers start "
+                        f"filtering at 0.3 %; check how readers joined")
+    if accepted and outcome["hard"] / accepted > HARD_BOUNCE_RATE_WARNING:
+        warnings.append(f"hard-bounce rate {rate(outcome['hard'])} is over 2 %: the list holds dead addresses")
+    return text, warnings
+
+
+def reasons(store: Store, subscriber_ids: list[int]) -> dict[int, str]:
+    """The latest report's reason for each of SUBSCRIBER_IDS that has one."""
+    if not subscriber_ids:
+        return {}
+    r = reports.c
+    with store.engine.connect() as db:
+        rows = db.execute(select(r.subscriber_id, r.kind, r.status, r.reason).where(
+            r.subscriber_id.in_(subscriber_ids), r.kind.in_(("hard", "complaint"))).order_by(r.id))
+        return {sid: f"{kind} {status}: {reason}".strip() for sid, kind, status, reason in rows}
+
+
 def for_site(site, store: Store, environ) -> Bounces:
     """The site's reader of reports: its bounce addresses (when return_path is set) and its link key."""
     from .tokens import secret_key

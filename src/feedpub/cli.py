@@ -221,6 +221,9 @@ def status(site) -> None:
 
     Example: feedpub status
     """
+    from collections import Counter
+
+    from .bounces import issue_outcomes, outcome_text
     from .cron import next_fire
     from .health import read_health
     from .jobs import open_store
@@ -243,6 +246,7 @@ def status(site) -> None:
             last_text = f"{last.astimezone(schedule.tz):%Y-%m-%d %H:%M}" if last else "none"
             click.echo(f"  {name}: list {digest.list}, next {upcoming_text}, last window {last_text}")
         health = read_health(store)
+        outcomes = issue_outcomes(store, [row.issue_id for row in rows])
     finally:
         store.close()
     for transport in health:
@@ -256,8 +260,12 @@ def status(site) -> None:
         click.echo("  no issue yet")
     for row in rows:
         c = row.counts
-        click.echo(f"  {row.digest} {row.slug}: {c['pending'] + c['sending']} queued, {c['sent']} sent, "
-                   f"{c['retry']} retrying, {c['failed']} failed, {c['skipped']} skipped — {row.subject}")
+        accepted = c["sent"] + c["bounced"]
+        said, warnings = outcome_text(outcomes.get(row.issue_id, Counter()), accepted)
+        click.echo(f"  {row.digest} {row.slug}: {c['pending'] + c['sending']} queued, {accepted} sent, "
+                   f"{c['retry']} retrying, {c['failed']} failed, {c['skipped']} skipped; {said} — {row.subject}")
+        for warning in warnings:
+            click.echo(f"    warning: {warning}")
 
 
 @main.command()

@@ -63,18 +63,22 @@ def subscribers_remove(site, email: str) -> None:
 
 @subscribers.command("list")
 @click.option("--list", "list_name", help="Only subscribers of this list.")
-@click.option("--status", type=click.Choice(["pending", "active", "unsubscribed", "bounced"]))
+@click.option("--status", type=click.Choice(["pending", "active", "unsubscribed", "bounced", "complained"]))
 @site_option
 def subscribers_list(site, list_name: str | None, status: str | None) -> None:
-    """List subscribers, with a count."""
+    """List subscribers, with a count; for bounced and complained ones, the report's reason."""
+    from .bounces import reasons
     from .jobs import open_store
     from .subscribers import Subscribers
 
     store = open_store(site)
     count = 0
     try:
-        for s in Subscribers(store).all(list_name=list_name, status=status):
-            click.echo(f"{s.email}\t{s.name}\t{s.status}\t{' '.join(s.lists)}")
+        found = list(Subscribers(store).all(list_name=list_name, status=status))
+        why = reasons(store, [s.id for s in found if s.status in ("bounced", "complained")])
+        for s in found:
+            line = f"{s.email}\t{s.name}\t{s.status}\t{' '.join(s.lists)}"
+            click.echo(line + (f"\t{why[s.id]}" if s.id in why else ""))
             count += 1
     finally:
         store.close()

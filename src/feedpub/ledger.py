@@ -320,7 +320,7 @@ class Ledger:
 
     def counts(self, limit: int = 20) -> list[IssueCounts]:
         """Delivery counts by status for the newest issues."""
-        statuses = ("pending", "sending", "sent", "retry", "failed", "skipped")
+        statuses = ("pending", "sending", "sent", "retry", "failed", "skipped", "bounced")
         columns = [func.sum(case((deliveries.c.status == s, 1), else_=0)).label(s) for s in statuses]
         query = (
             select(issues.c.id, issues.c.digest, issues.c.slug, issues.c.subject, *columns)

@@ -38,6 +38,7 @@ class Schedule:
     build_cron: str | None = None
     grace: timedelta = timedelta(hours=1)
     digests: dict[str, Digest] = field(default_factory=dict)
+    bounces_every: timedelta = timedelta(minutes=5)  # reading the bounce mailbox, when feedpub.yaml names one
 
     @property
     def tz(self) -> ZoneInfo:
@@ -103,6 +104,9 @@ def load_schedule(root: Path, default_timezone: str = "UTC") -> Schedule:
     build_cron = _cron(build, "cron", tz)
     every = None if build_cron else _minutes(build, "every_minutes", 10)
     build.check_unknown()
+    bounces = top.section("bounces")
+    bounces_every = _minutes(bounces, "every_minutes", 5)
+    bounces.check_unknown()
     digests_section = top.section("digests")
     digests = {
         str(key): _digest(str(key), digests_section.section(str(key)), tz)
@@ -114,6 +118,7 @@ def load_schedule(root: Path, default_timezone: str = "UTC") -> Schedule:
         build_cron=build_cron,
         grace=_minutes(top, "grace_minutes", 60),
         digests=digests,
+        bounces_every=bounces_every,
     )
     top.check_unknown()
     return schedule

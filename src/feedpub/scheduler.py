@@ -27,7 +27,6 @@ from .store import Store
 
 log = logging.getLogger("feedpub")
 SEND_EVERY_SECONDS = 60  # how often retries and leftovers are looked at
-BOUNCES_EVERY_SECONDS = 300  # how often the bounce mailbox is read
 
 
 class Service:
@@ -136,7 +135,8 @@ class Service:
                 scheduler.add_job(self.digest, cron_trigger(digest.cron, tz), args=[name], id=f"digest:{name}",
                                   replace_existing=True)
         if self.site.bounces_mailbox is not None:
-            scheduler.add_job(self.bounces, IntervalTrigger(seconds=BOUNCES_EVERY_SECONDS, timezone=tz),
+            scheduler.add_job(self.bounces, IntervalTrigger(seconds=self.schedule.bounces_every.total_seconds(),
+                                                            timezone=tz),
                               id="bounces", replace_existing=True)
         scheduler.add_job(self.send, IntervalTrigger(seconds=SEND_EVERY_SECONDS, timezone=tz), id="send",
                           replace_existing=True)
