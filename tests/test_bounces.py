@@ -268,3 +268,21 @@ def test_the_service_reads_the_mailbox_on_its_own_and_rides_out_a_mailbox_that_i
         down.bounces()  # no exception: the next turn tries again
     assert "bounces: cannot reach the IMAP server 127.0.0.1" in caplog.text
     store.close()
+
+
+def test_a_success_notice_and_a_forged_bounce_change_nothing():
+    from feedpub.reports import ReportReader
+    from feedpub.verp import Verp
+
+    reader = ReportReader(Verp(RETURN_PATH, "key"), "ia-insights.example.org")
+    ours = Verp(RETURN_PATH, "key").address(7)
+    delivered = reader.read(dsn(ours, "reader@example.net", "2.0.0", "delivered", "250 2.0.0 OK"))
+    assert delivered.kind == "unknown"
+    relayed = reader.read(dsn(ours, "reader@example.net", "2.0.0", "relayed", "250 OK"))
+    assert relayed.kind == "unknown"
+    # A bounce naming someone, but neither their bounce address nor one of our Message-IDs: no row.
+    forged = reader.read(dsn(RETURN_PATH, "victim@example.net", "5.1.1", "failed", "550 5.1.1 unknown"))
+    assert forged.kind == "hard" and forged.row is None and forged.message_id is None
+    tampered = reader.read(dsn(ours.replace("+7.", "+8."), "reader@example.net", "5.1.1", "failed", "550"))
+    assert tampered.row is None
+    assert reader.read(dsn(ours.upper(), "reader@example.net", "5.1.1", "failed", "550")).row == 7

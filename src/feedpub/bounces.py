@@ -10,6 +10,8 @@ nothing about them. Each report is acted on once, however often it is read.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -186,6 +188,18 @@ def reasons(store: Store, subscriber_ids: list[int]) -> dict[int, str]:
         rows = db.execute(select(r.subscriber_id, r.kind, r.status, r.reason).where(
             r.subscriber_id.in_(subscriber_ids), r.kind.in_(("hard", "complaint"))).order_by(r.id))
         return {sid: f"{kind} {status}: {reason}".strip() for sid, kind, status, reason in rows}
+
+
+@contextlib.contextmanager
+def one_reader(site):
+    """Hold state/bounces.lock while reading: a second reader waits instead of taking the same messages."""
+    site.state_dir.mkdir(parents=True, exist_ok=True)
+    with open(site.state_dir / "bounces.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def for_site(site, store: Store, environ) -> Bounces:

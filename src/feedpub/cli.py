@@ -338,7 +338,7 @@ def read_bounces(site) -> None:
     """
     import os
 
-    from .bounces import for_site, summary
+    from .bounces import for_site, one_reader, summary
     from .errors import ConfigError
     from .jobs import open_store
     from .mailboxes import open_source
@@ -348,7 +348,9 @@ def read_bounces(site) -> None:
                           "not set: a Maildir folder, or imaps://USER@HOST/FOLDER, where reports arrive")
     store = open_store(site)
     try:
-        outcome = for_site(site, store, os.environ).read(open_source(site.bounces_mailbox, os.environ), now(site))
+        with one_reader(site):
+            outcome = for_site(site, store, os.environ).read(open_source(site.bounces_mailbox, os.environ),
+                                                             now(site))
     finally:
         store.close()
     click.echo(summary(outcome, site.bounces_mailbox))

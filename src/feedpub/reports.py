@@ -127,8 +127,9 @@ class ReportReader:
             for block in _field_blocks(part)[1:] or _field_blocks(part):
                 action = (block.get("Action") or "").strip().lower()
                 code = _STATUS.search(block.get("Status") or "")
-                if action not in ("failed", "delayed") and not code:
-                    continue  # delivered, relayed or expanded: nothing to do
+                if action in ("delivered", "relayed", "expanded") or (code and code.group(1) == "2") or (
+                        action not in ("failed", "delayed") and not code):
+                    continue  # a success, or no recipient's outcome: nothing to do
                 status = ".".join(code.groups()) if code else ("5.0.0" if action == "failed" else "4.0.0")
                 kind = "hard" if status.startswith("5") and action != "delayed" else "soft"
                 reason = block.get("Diagnostic-Code") or block.get("Status") or action

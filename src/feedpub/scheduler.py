@@ -88,7 +88,7 @@ class Service:
             self._sending.release()
 
     def bounces(self) -> None:
-        from .bounces import for_site, summary
+        from .bounces import for_site, one_reader, summary
         from .errors import FeedpubError
         from .mailboxes import open_source
 
@@ -99,7 +99,8 @@ class Service:
         except FeedpubError as exc:  # the mailbox is down: read it next time
             log.warning("%s", exc)
             return
-        outcome = for_site(self.site, self.store, self.environ).read(source, self.clock())
+        with one_reader(self.site):
+            outcome = for_site(self.site, self.store, self.environ).read(source, self.clock())
         if outcome.counts or outcome.not_understood:
             log.info("%s", summary(outcome, self.site.bounces_mailbox))
 
