@@ -83,7 +83,7 @@ class ReportReader:
         report_type = (message.get_param("report-type", "", header="content-type") or "").lower()
         original = self._original(message)
         found = {"key": key, "row": self._row(message, original),
-                 "message_id": _one_line(original.get("Message-ID", "")) if original is not None else None}
+                 "message_id": (_one_line(original.get("Message-ID", "")) or None) if original is not None else None}
         if message.get_content_type() == "multipart/report" and report_type == "delivery-status":
             return self._dsn(message, found)
         if message.get_content_type() == "multipart/report" and report_type == "feedback-report":
