@@ -84,6 +84,9 @@ class IMAPSource:
         context = ssl.create_default_context(cafile=str(settings.ca_file) if settings.ca_file else None)
         try:
             self.imap = imaplib.IMAP4_SSL(settings.host, settings.port, ssl_context=context, timeout=30)
+        except ssl.SSLCertVerificationError as exc:
+            raise FeedpubError(f"bounces: the certificate of {where} is not trusted ({exc.verify_message}); "
+                               f"for a private CA, set bounces.ca_file") from None
         except (OSError, ssl.SSLError) as exc:
             raise FeedpubError(f"bounces: cannot reach the IMAP server {where}: {exc}") from None
         try:
