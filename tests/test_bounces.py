@@ -104,7 +104,8 @@ def test_reports_bounce_suppress_and_unsubscribe_each_once(site_dir, sink, smtp_
         "exim plain, auto-submitted": plain(
             bounce_to[addresses[7]], "Mail delivery failed: returning message to sender",
             f"  {addresses[7]}\r\n    host mx.example.net [192.0.2.1]\r\n    SMTP error from remote mail server "
-            f"after RCPT TO:<{addresses[7]}>:\r\n    550 5.1.1 User unknown", extra="Auto-Submitted: auto-replied\r\n"),
+            f"after RCPT TO:<{addresses[7]}>:\r\n    550 5.1.1 User unknown", extra="Auto-Submitted: auto-replied\r\n"
+        ).replace(b"From: someone@example.net", b"From: Mail Delivery System <Mailer-Daemon@mx.example.net>"),
         "after re-subscribing": dsn(bounce_to[addresses[6]], addresses[6], "5.1.1", "failed", "550 5.1.1 unknown"),
         "garbage": b"\x00\xff not a message at all \r\n\r\n\x00",
         "an IP address is not a status": plain(bounce_to[addresses[8]], "Hello", "from 10.5.1.1, version 5.1.1.2"),
@@ -286,3 +287,30 @@ def test_a_success_notice_and_a_forged_bounce_change_nothing():
     tampered = reader.read(dsn(ours.replace("+7.", "+8."), "reader@example.net", "5.1.1", "failed", "550"))
     assert tampered.row is None
     assert reader.read(dsn(ours.upper(), "reader@example.net", "5.1.1", "failed", "550")).row == 7
+    # Several recipients: the one that failed is the one that counts.
+    two = dsn(ours, "reader@example.net", "2.0.0", "delivered", "250 OK").replace(
+        b"\r\n--b1\r\nContent-Type: message/rfc822",
+        b"\r\nFinal-Recipient: rfc822; reader@example.net\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n"
+        b"--b1\r\nContent-Type: message/rfc822")
+    assert (reader.read(two).kind, reader.read(two).status) == ("hard", "5.1.1")
+
+
+def test_replies_by_people_and_their_robots_are_never_bounces():
+    from feedpub.reports import ReportReader
+    from feedpub.verp import Verp
+
+    reader = ReportReader(Verp(RETURN_PATH, "key"), "ia-insights.example.org")
+    ours = Verp(RETURN_PATH, "key").address(7)
+    vacation = plain(ours, "Abwesenheitsnotiz", "Ich bin ab 5.1.26 wieder im Buero.",
+                     extra="Auto-Submitted: auto-replied\r\n")
+    challenge = plain(ours, "Please confirm", "Your message could not be delivered until you confirm you are human.",
+                      extra="Auto-Submitted: auto-replied\r\n")
+    dated = plain(ours, "Re: la semaine", "Merci ! Rendez-vous le 5.1.26, version 4.5.1 du logiciel.")
+    assert [reader.read(m).kind for m in (vacation, challenge)] == ["auto-reply", "auto-reply"]
+    assert reader.read(dated).kind == "unknown"
+    exim = plain(ours, "Mail delivery failed: returning message to sender", "550 5.1.1 User unknown",
+                 extra="Auto-Submitted: auto-replied\r\n").replace(b"From: someone@example.net",
+                                                                  b"From: Mail Delivery System <Mailer-Daemon@mx.example>")
+    qmail = plain(ours, "failure notice", "Sorry, no mailbox here by that name. (#5.1.1)").replace(
+        b"From: someone@example.net", b"From: MAILER-DAEMON@mx.example")
+    assert [(reader.read(m).kind, reader.read(m).status) for m in (exim, qmail)] == [("hard", "5.1.1")] * 2

@@ -101,6 +101,8 @@ class Bounces:
             claim = self.signer.read("unsubscribe", report.token or "", email_of=self._email_of)
         except BadToken:
             return False
+        # Done before it is recorded: a crash between the two repeats it, harmlessly, instead of losing it.
+        self.book.unsubscribe(claim.subscriber_id, claim.list, now)
         with self.engine.begin() as db:
             recorded = db.execute(dialect_insert(db)(reports).values(
                 key=report.key[:400], kind="unsubscribe", subscriber_id=claim.subscriber_id, status="",
@@ -108,7 +110,6 @@ class Bounces:
                 .on_conflict_do_nothing().returning(reports.c.id)).scalar()
         if recorded is None:
             raise _AlreadyRead
-        self.book.unsubscribe(claim.subscriber_id, claim.list, now)
         return True
 
     def read(self, source, now: datetime) -> ReadReport:

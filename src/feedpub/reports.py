@@ -25,8 +25,10 @@ from email.parser import BytesHeaderParser, HeaderParser
 from .verp import Verp
 
 _STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
-# In free text, only failure codes, and never a piece of an IP address or a version number.
-_FAILURE_IN_TEXT = re.compile(r"(?<![\d.])([45])\.(\d{1,3})\.(\d{1,3})(?![\d]|\.\d)")
+# In free text, a failure code only where a server's reply puts one: after its reply code
+# ("550 5.1.1", "550-5.1.1"), "#" (qmail) or "Status:"; never a date, an address or a version.
+_FAILURE_IN_TEXT = re.compile(r"(?:\b[45]\d\d[ -]|#|Status: ?)([45])\.(\d{1,3})\.(\d{1,3})(?![\d]|\.\d)")
+_DAEMON = re.compile(r"mailer-daemon|postmaster|mail delivery|mdaemon|bounce", re.IGNORECASE)
 _UNDELIVERABLE = re.compile(r"undeliver|could not be delivered|delivery (?:status notification|has failed|failed)|"
                             r"returned mail|failure notice|mail delivery failed|permanent error", re.IGNORECASE)
 _OUT_OF_OFFICE = re.compile(r"^(?:auto(?:matic)?[ -]?(?:reply|response)|out of (?:the )?office|absence)",
@@ -82,7 +84,10 @@ class ReportReader:
         key = _one_line(message.get("Message-ID", "")) or "sha256:" + hashlib.sha256(raw).hexdigest()
         report_type = (message.get_param("report-type", "", header="content-type") or "").lower()
         original = self._original(message)
-        found = {"key": key, "row": self._row(message, original),
+        row = self._row(message, original)
+        # Two different reports may share a Message-ID (the sender chooses it): the row is part of the key.
+        key = f"{key}|{row}" if row is not None else key
+        found = {"key": key, "row": row,
                  "message_id": (_one_line(original.get("Message-ID", "")) or None) if original is not None else None}
         if message.get_content_type() == "multipart/report" and report_type == "delivery-status":
             return self._dsn(message, found)
@@ -92,13 +97,13 @@ class ReportReader:
             return Report("unsubscribe", key, token=token)
         # Some MTAs mark their plain bounces Auto-Submitted too: a bounce is told first,
         # unless the subject says out of office.
-        bounce = self._plain_bounce(message, found)
+        # Some MTAs mark their plain bounces Auto-Submitted too; what an auto-reply cannot
+        # fake is coming from the mail system itself.
+        from_daemon = bool(_DAEMON.search(message.get("From", "")))
         out_of_office = bool(_OUT_OF_OFFICE.match(_one_line(message.get("Subject", ""))))
-        if bounce.kind != "unknown" and not out_of_office:
-            return bounce
-        if self._auto_reply(message) or out_of_office:
+        if (self._auto_reply(message) and not from_daemon) or out_of_office:
             return Report("auto-reply", key, reason=_one_line(message.get("Subject", "")))
-        return bounce
+        return self._plain_bounce(message, found)
 
     # where the original is
     def _original(self, message: Message) -> Message | None:
