@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from .postfix import free_port
+
 DOVECOT = Path("/usr/sbin/dovecot")
 USER, PASSWORD = "reports", "a-test-password"
 
@@ -30,15 +32,9 @@ def available() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 class Dovecot:
     def __init__(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.folder = Path(tempfile.mkdtemp(prefix="feedpub-dovecot-"))
         os.chmod(self.folder, 0o755)
         self.ca_file = self.folder / "cert.pem"

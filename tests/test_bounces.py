@@ -31,7 +31,8 @@ from . import dovecot, postfix
 from .conftest import mail_settings
 from .test_delivery import ENV, NOW, subscribe
 from .test_delivery_faults import compose, open_world
-from .test_real_mta import need_postfix, wait_for
+from .test_real_mta import need_postfix
+from .test_service import wait_for
 
 RETURN_PATH = "bounces@ia-insights.example.org"
 
@@ -64,11 +65,16 @@ def plain(to: str, subject: str, body: str, *, extra: str = "", message_id: str 
             f"Message-ID: <{message_id or subject.replace(' ', '-')}@example.net>\r\n\r\n{body}\r\n").encode()
 
 
-def test_reports_bounce_suppress_and_unsubscribe_each_once(site_dir, sink, smtp_server):
-    mail_settings(site_dir, smtp_server.port, extra=f"  return_path: {RETURN_PATH}\n")
+def bounce_site(site_dir, port: int, mailbox: str = "bounces"):
+    """The example site mailing through PORT with a bounce address, reading reports from MAILBOX."""
+    mail_settings(site_dir, port, extra=f"  return_path: {RETURN_PATH}\n")
     with open(site_dir / "feedpub.yaml", "a", encoding="utf-8") as settings:
-        settings.write("bounces:\n  mailbox: bounces\n")
-    site, store, schedule = open_world(site_dir)
+        settings.write(f"bounces:\n  mailbox: {mailbox}\n")
+    return open_world(site_dir)
+
+
+def test_reports_bounce_suppress_and_unsubscribe_each_once(site_dir, sink, smtp_server):
+    site, store, schedule = bounce_site(site_dir, smtp_server.port)
     addresses = subscribe(store, 9)
     compose(site, store, schedule)
     send_queued(site, store, environ=ENV, schedule=schedule)
@@ -157,10 +163,7 @@ def test_reports_bounce_suppress_and_unsubscribe_each_once(site_dir, sink, smtp_
 
 
 def test_three_other_permanent_failures_within_thirty_days_suppress_a_reader(site_dir, sink, smtp_server):
-    mail_settings(site_dir, smtp_server.port, extra=f"  return_path: {RETURN_PATH}\n")
-    with open(site_dir / "feedpub.yaml", "a", encoding="utf-8") as settings:
-        settings.write("bounces:\n  mailbox: bounces\n")
-    site, store, schedule = open_world(site_dir)
+    site, store, schedule = bounce_site(site_dir, smtp_server.port)
     (address,) = subscribe(store, 1)
     compose(site, store, schedule)
     send_queued(site, store, environ=ENV, schedule=schedule)
@@ -222,10 +225,7 @@ def test_a_real_postfix_bounce_for_an_unknown_user_suppresses_the_reader(site_di
     need_postfix()
     sink.unknown.add("nobody@mail.example.net")  # the destination behind Postfix has no such mailbox
     with postfix.Postfix(relay_to=smtp_server.port) as mta:
-        mail_settings(site_dir, mta.port, extra=f"  return_path: {RETURN_PATH}\n")
-        with open(site_dir / "feedpub.yaml", "a", encoding="utf-8") as settings:
-            settings.write("bounces:\n  mailbox: bounces\n")
-        site, store, schedule = open_world(site_dir)
+        site, store, schedule = bounce_site(site_dir, mta.port)
         book = Subscribers(store)
         with store.engine.begin() as db:
             book.upsert("nobody@mail.example.net", name="", lists=["weekly"], source="test", now=NOW, db=db)
@@ -246,10 +246,7 @@ def test_the_service_reads_the_mailbox_on_its_own_and_rides_out_a_mailbox_that_i
     from feedpub.schedule import load_schedule
     from feedpub.scheduler import Service
 
-    mail_settings(site_dir, smtp_server.port, extra=f"  return_path: {RETURN_PATH}\n")
-    with open(site_dir / "feedpub.yaml", "a", encoding="utf-8") as settings:
-        settings.write("bounces:\n  mailbox: bounces\n")
-    site, store, schedule = open_world(site_dir)
+    site, store, schedule = bounce_site(site_dir, smtp_server.port)
     (address,) = subscribe(store, 1)
     compose(site, store, schedule)
     send_queued(site, store, environ=ENV, schedule=schedule)

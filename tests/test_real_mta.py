@@ -31,7 +31,7 @@ from feedpub.subscribers import Subscribers
 
 from . import postfix
 from .conftest import mail_settings
-from .test_service import Served, form_token
+from .test_service import Served, form_token, wait_for
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=ZoneInfo("Europe/Paris"))
 ENV = {**os.environ, "FEEDPUB_SECRET_KEY": "service-test-key"}
@@ -74,15 +74,6 @@ def subscribe(store, addresses: list[str]) -> None:
             book.upsert(address, name="", lists=["weekly"], source="test", now=NOW, db=db)
 
 
-def wait_for(predicate, seconds: float = 60):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.05)
-    raise AssertionError("timed out")
-
-
 def test_every_copy_crosses_postfix_once_with_both_signatures_intact(site_dir, sink, smtp_server, keys):
     need_postfix()
     block, dns = keys
@@ -97,7 +88,7 @@ def test_every_copy_crosses_postfix_once_with_both_signatures_intact(site_dir, s
         store.close()
         sent = subprocess.run([*SEND, str(site_dir)], env=ENV, capture_output=True, text=True, timeout=300)
         assert sent.returncode == 0, sent.stderr
-        wait_for(lambda: len(sink.received) >= 201)
+        wait_for(lambda: len(sink.received) >= 201, seconds=60)
         time.sleep(0.5)  # nothing more is on its way
     assert sink.copies() == {address: 1 for address in [*addresses, "new@example.net"]}
     for _sender, _recipients, data in sink.received:
@@ -115,7 +106,7 @@ def test_a_server_without_smtputf8_fails_only_the_reader_who_needs_it(site_dir, 
         subscribe(store, ["before@example.net", "jörg@example.net", "after@bücher.example"])
         compose_digest(site, load_schedule(site_dir, "Europe/Paris"), "weekly", store, now=NOW)
         sent = subprocess.run([*SEND, str(site_dir)], env=ENV, capture_output=True, text=True, timeout=120)
-        wait_for(lambda: len(sink.received) >= 2)
+        wait_for(lambda: len(sink.received) >= 2, seconds=60)
         time.sleep(0.5)
     assert sent.returncode == 1
     assert "does not offer SMTPUTF8" in sent.stderr and "jörg@example.net" in sent.stderr
@@ -138,7 +129,8 @@ def test_a_sender_beside_serve_sends_each_row_once(site_dir, sink, smtp_server):
     try:
         out, err = sender.communicate(timeout=300)
         assert sender.returncode == 0, err
-        wait_for(lambda: Ledger(store).waiting() == 0 and Ledger(store).counts()[0].counts["sending"] == 0)
+        wait_for(lambda: Ledger(store).waiting() == 0 and Ledger(store).counts()[0].counts["sending"] == 0,
+                 seconds=60)
     finally:
         code, log = server.stop()
     by_sender = int(re.search(r"done: (\d+) sent", out).group(1))

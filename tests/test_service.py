@@ -33,17 +33,19 @@ ENV = {**os.environ, "FEEDPUB_SECRET_KEY": "service-test-key"}
 
 
 class Served:
-    def __init__(self, site_dir: Path, *args: str) -> None:
+    """`feedpub serve` in its own process, on a free port of 127.0.0.1; PREFIX runs it under another command."""
+
+    def __init__(self, site_dir: Path, *args: str, env: dict | None = None, prefix: tuple[str, ...] = ()) -> None:
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log_path = site_dir.parent / f"serve-{self.port}.log"
         self._log = open(self.log_path, "w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "feedpub", "serve", "--port", str(self.port), "--site", str(site_dir), *args],
-            env=ENV, stdout=self._log, stderr=subprocess.STDOUT, text=True)
+            [*prefix, sys.executable, "-m", "feedpub", "serve", "--port", str(self.port), "--site", str(site_dir),
+             *args], env=ENV if env is None else env, stdout=self._log, stderr=subprocess.STDOUT, text=True)
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
+        while True:
+            if self.process.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(self.log())
             try:
                 if httpx.get(self.base + "/healthz", timeout=1).status_code == 200:

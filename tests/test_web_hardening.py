@@ -7,7 +7,6 @@ import hashlib
 import os
 import re
 import shutil
-import signal
 import socket
 import stat
 import subprocess
@@ -26,6 +25,7 @@ from feedpub.store import Store
 from feedpub.subscribers import Subscribers
 from feedpub.tokens import Signer, TokenSubject
 from tests.conftest import _free_port
+from tests.test_service import Served
 
 KEY = "hardening-test-key"
 WITH_KEY = {**os.environ, "FEEDPUB_SECRET_KEY": KEY}
@@ -33,41 +33,13 @@ WITHOUT_KEY = {k: v for k, v in os.environ.items() if k != "FEEDPUB_SECRET_KEY"}
 NOW = datetime.now(timezone.utc)
 
 
-class Server:
-    """`feedpub serve` in its own process, on a free port of 127.0.0.1."""
-
-    def __init__(self, site_dir: Path, *args: str, env=WITH_KEY, prefix: tuple[str, ...] = ()) -> None:
-        self.port = _free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log_path = site_dir.parent / f"serve-{self.port}.log"
-        self._log = open(self.log_path, "w")
-        self.process = subprocess.Popen(
-            [*prefix, sys.executable, "-m", "feedpub", "serve", "--port", str(self.port), "--site", str(site_dir), *args],
-            env=env, stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while True:
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(self.log())
-            try:
-                if httpx.get(self.base + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.05)
-        self.client = httpx.Client(base_url=self.base, timeout=10)
-
-    def log(self) -> str:
-        return self.log_path.read_text(encoding="utf-8")
+class Server(Served):
+    """`feedpub serve` (see test_service.Served), with its memory in view."""
 
     def rss_kb(self) -> int:
         status = Path(f"/proc/{self.process.pid}/status").read_text()
         return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1))
 
-    def stop(self) -> None:
-        self.client.close()
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        self.process.wait(timeout=60)
-        self._log.close()
 
 
 @pytest.fixture
