@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ._cli import configure_logging, now, report_problems, require_key, site_option
+from .cli_site import init, new
 from .cli_subscribers import subscribers
 
 EXIT_TRANSPORT_DOWN = 75  # EX_TEMPFAIL: try again later
@@ -20,6 +21,8 @@ def main() -> None:
 
 
 main.add_command(subscribers)
+main.add_command(init)
+main.add_command(new)
 
 
 @main.command()
