@@ -335,7 +335,9 @@ def _email(top: Section, root: Path, title: object) -> EmailSettings:
     """The email settings; by default mail from the site's author to the outbox."""
     section = top.section("email")
     author = top.data.get("author") if isinstance(top.data.get("author"), dict) else {}
-    default_from = f"{title or ''} <{author.get('email') or 'newsletter@localhost'}>"
+    # A title may hold quotes or brackets that a display name cannot: the default leaves them out.
+    name = re.sub(r'["<>\r\n]', "", str(title or ""))
+    default_from = f"{name} <{author.get('email') or 'newsletter@localhost'}>"
     mailbox = _mailbox(section.str("from", default_from))
     if mailbox is None:
         raise section.error("from", "must be an address such as 'Name <news@example.org>'")
