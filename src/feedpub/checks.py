@@ -53,8 +53,17 @@ def check_site(root: Path, environ: Mapping[str, str], *, now: datetime | None =
     found.warnings.extend(warnings)
     if not any(e.startswith(site.templates_dir.name + "/") for e in errors):
         _trial_render(site, schedule, now, found, root)
+    from .dkim import make_signer
+    from .tokens import key_problem
+
+    if problem := key_problem(site, environ):
+        found.errors.append(problem)
+    try:
+        make_signer(site.email.dkim)
+    except ConfigError as exc:
+        found.errors.append(locate(exc, key_lines(root / SETTINGS_FILE)).located())
     if "email" in site.raw:
-        _mail(site, environ, found)
+        _mail(site, found)
     return found
 
 
@@ -97,21 +106,12 @@ def _trial_render(site: Site, schedule: Schedule | None, now: datetime, found: F
                 browser_url=site.url("preview/"), archive_url=site.url("archive/"))
 
 
-def _mail(site: Site, environ: Mapping[str, str], found: Findings) -> None:
+def _mail(site: Site, found: Findings) -> None:
     """What makes mail from this site go wrong, when feedpub.yaml sets up email."""
     from urllib.parse import urlsplit
 
-    from .dkim import make_signer
-    from .tokens import key_problem
-
     email = site.email
     lines = key_lines(site.root / SETTINGS_FILE)
-    if problem := key_problem(site, environ):
-        found.errors.append(problem)
-    try:
-        make_signer(email.dkim)
-    except ConfigError as exc:
-        found.errors.append(locate(exc, lines).located())
     domain = email.domain.lower()
     from_line = locate(ConfigError(SETTINGS_FILE, "email.from", ""), lines).line
     where = f"{SETTINGS_FILE}:{from_line}" if from_line else SETTINGS_FILE

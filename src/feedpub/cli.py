@@ -55,7 +55,9 @@ def check(site_dir: Path) -> None:
     from .checks import check_site
 
     found = check_site(site_dir, os.environ)
-    report_problems(found.errors, found.warnings)
+    for line in found.errors:  # what must be fixed first
+        click.echo(f"error: {line}", err=True)
+    report_problems([], found.warnings)
     if found.errors or found.warnings:
         click.echo(f"{len(found.errors)} errors, {len(found.warnings)} warnings", err=True)
         if found.errors:
