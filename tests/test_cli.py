@@ -55,7 +55,7 @@ def test_bad_settings_name_the_key(site_dir):
     assert result.output == "Error: feedpub.yaml: feeds.items: 'many' is not a whole number\n"
     settings.write_text("title: x\nbase_url: ftp://nowhere\n", encoding="utf-8")
     assert run("check", "--site", str(site_dir)).output == (
-        "Error: feedpub.yaml: base_url: 'ftp://nowhere' is not an absolute http(s) URL\n"
+        "error: feedpub.yaml:2: base_url: 'ftp://nowhere' is not an absolute http(s) URL\n1 errors, 0 warnings\n"
     )
     settings.write_text("title: x\nbase_url: https://a.example/\ntimezone: Mars/Olympus\n", encoding="utf-8")
     assert "feedpub.yaml: timezone: 'Mars/Olympus' is not a known time zone" in run("build", "--site", str(site_dir)).output
@@ -75,10 +75,10 @@ def test_email_settings_are_checked(site_dir):
     settings = site_dir / "feedpub.yaml"
     base = settings.read_text(encoding="utf-8")
     settings.write_text(base + "email:\n  from: not an address\n", encoding="utf-8")
-    assert run("check", "--site", str(site_dir)).output == (
-        "Error: feedpub.yaml: email.from: must be an address such as 'Name <news@example.org>'\n")
+    assert "error: feedpub.yaml:24: email.from: must be an address such as 'Name <news@example.org>'\n" in run(
+        "check", "--site", str(site_dir)).output
     settings.write_text(base + "email:\n  reply_to: \"a@example.org\\nBcc: b@example.org\"\n", encoding="utf-8")
-    assert "Error: feedpub.yaml: email.reply_to: " in run("check", "--site", str(site_dir)).output
+    assert "error: feedpub.yaml:24: email.reply_to: " in run("check", "--site", str(site_dir)).output
     settings.write_text(base + "email:\n  smtp:\n    host: smtp.example.org\n    security: ssl\n", encoding="utf-8")
-    assert run("check", "--site", str(site_dir)).output == (
-        "Error: feedpub.yaml: email.smtp.security: 'ssl' is not one of starttls, tls, none\n")
+    assert "error: feedpub.yaml:26: email.smtp.security: 'ssl' is not one of starttls, tls, none\n" in run(
+        "check", "--site", str(site_dir)).output

@@ -70,6 +70,6 @@ def test_a_return_path_without_room_for_the_tag_is_refused_in_one_line(site_dir,
     mail_settings(site_dir, smtp_server.port, extra=f"  return_path: {return_path}\n")
     result = CliRunner().invoke(main, ["check", "--site", str(site_dir)])
     assert result.exit_code != 0
-    assert f"feedpub.yaml: email.return_path: {return_path!r}" in result.output and reason in result.output
+    assert f"email.return_path: {return_path!r}" in result.output and reason in result.output
     with pytest.raises(ConfigError, match="email.return_path"):
         load_site(site_dir)

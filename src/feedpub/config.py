@@ -11,14 +11,12 @@ from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
-
 from .errors import ConfigError
 from .mailboxes import MailboxSettings, mailbox_settings
+from .settings import Section, read_yaml, yaml_problem  # noqa: F401  (schedule and content read them here)
 from .webconfig import WebSettings, web_settings
 
 SETTINGS_FILE = "feedpub.yaml"
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass(frozen=True)
@@ -128,91 +126,6 @@ class Site:
         return hashlib.blake2b(blob, digest_size=12).hexdigest()
 
 
-def yaml_problem(exc: yaml.YAMLError) -> tuple[int | None, str]:
-    """(0-based line, description) of a YAML error.
-
-    Where an unclosed bracket or quote began says more than where YAML gave up.
-    """
-    mark = getattr(exc, "context_mark", None) or getattr(exc, "problem_mark", None)
-    return (mark.line if mark else None), getattr(exc, "problem", None) or "syntax error"
-
-
-def read_yaml(path: Path, label: str) -> dict[str, Any]:
-    """Read a YAML mapping, turning syntax errors into a one-line ConfigError."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(label, "", "file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(label, "", f"cannot be read ({exc})") from None
-    try:
-        data = yaml.load(text, Loader=_Loader)
-    except yaml.YAMLError as exc:
-        line, problem = yaml_problem(exc)
-        where = f"line {line + 1}: " if line is not None else ""
-        raise ConfigError(label, "", f"{where}not valid YAML ({problem})") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(label, "", "must be a mapping of settings")
-    return data
-
-
-class Section:
-    """Typed access to one mapping of a settings file, with errors naming the key."""
-
-    def __init__(self, data: Any, file: str, prefix: str = "") -> None:
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            raise ConfigError(file, prefix.rstrip("."), "must be a mapping")
-        self.data, self.file, self.prefix = data, file, prefix
-        self.used: set[str] = set()
-
-    def error(self, key: str, reason: str) -> ConfigError:
-        return ConfigError(self.file, self.prefix + key, reason)
-
-    def _get(self, key: str, default: Any, required: bool) -> Any:
-        self.used.add(key)
-        value = self.data.get(key)
-        if value is None:
-            if required:
-                raise self.error(key, "is required")
-            return default
-        return value
-
-    def str(self, key: str, default: str | None = None, *, required: bool = False) -> Any:
-        value = self._get(key, default, required)
-        if value is default:
-            return value
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise self.error(key, f"{value!r} is not text")
-        return str(value).strip()
-
-    def int(self, key: str, default: int, *, minimum: int = 0) -> int:
-        value = self._get(key, default, False)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.error(key, f"{value!r} is not a whole number")
-        if value < minimum:
-            raise self.error(key, f"{value} is below the minimum of {minimum}")
-        return value
-
-    def bool(self, key: str, default: bool) -> bool:
-        value = self._get(key, default, False)
-        if not isinstance(value, bool):
-            raise self.error(key, f"{value!r} is not true or false")
-        return value
-
-    def section(self, key: str) -> Section:
-        self.used.add(key)
-        return Section(self.data.get(key), self.file, f"{self.prefix}{key}.")
-
-    def check_unknown(self) -> None:
-        unknown = sorted(set(map(str, self.data)) - self.used)
-        if unknown:
-            raise self.error(unknown[0], "unknown setting")
-
-
 def _base_url(section: Section) -> str:
     url = section.str("base_url", required=True)
     parts = urlsplit(url)
@@ -252,23 +165,27 @@ def _content(top: Section) -> tuple[str, ContentOptions]:
     return folder, options
 
 
-def load_site(root: Path | str = ".") -> Site:
-    """Read and check ROOT/feedpub.yaml."""
+def load_site(root: Path | str = ".", problems: list[ConfigError] | None = None) -> Site:
+    """Read and check ROOT/feedpub.yaml.
+
+    Given PROBLEMS, every mistake is added there and a bad value is read as
+    its default, instead of raising the first; a file that is not YAML still raises.
+    """
     root = Path(root).resolve()
     if not root.is_dir():
         raise ConfigError(str(root), "", "site folder not found")
-    top = Section(read_yaml(root / SETTINGS_FILE, SETTINGS_FILE), SETTINGS_FILE)
+    top = Section(read_yaml(root / SETTINGS_FILE, SETTINGS_FILE), SETTINGS_FILE, problems=problems)
     feeds = top.section("feeds")
     extract = top.section("extract")
-    content_folder, content_options = _content(top)
+    content_folder, content_options = top.guard(("content", ContentOptions()), _content, top)
     site = Site(
         root=root,
-        title=top.str("title", required=True),
+        title=top.str("title", required=True) or "",
         description=top.str("description", ""),
-        base_url=_base_url(top),
+        base_url=top.guard("http://localhost/", _base_url, top),
         language=top.str("language", "en"),
-        timezone=_timezone(top),
-        author=_author(top),
+        timezone=top.guard("UTC", _timezone, top),
+        author=top.guard(Author(""), _author, top),
         feeds=FeedOptions(
             items=feeds.int("items", 20, minimum=1),
             full_content=feeds.bool("full_content", True),
@@ -283,10 +200,10 @@ def load_site(root: Path | str = ".") -> Site:
         output_dir=root / top.str("output", "public"),
         state_dir=root / top.str("state", "state"),
         templates_dir=root / top.str("templates", "templates"),
-        email=_email(top, root, title=top.data.get("title")),
-        web=web_settings(top.section("web")),
-        bounces_mailbox=mailbox_settings(top.section("bounces"), root),
-        storage_url=_storage_url(top, root),
+        email=top.guard(None, _email, top, root, top.data.get("title")),
+        web=top.guard(WebSettings(), web_settings, top.section("web")),
+        bounces_mailbox=top.guard(None, mailbox_settings, top.section("bounces"), root),
+        storage_url=top.guard("", _storage_url, top, root),
         raw=top.data,
     )
     for section in (feeds, extract):
@@ -340,50 +257,56 @@ def _email(top: Section, root: Path, title: object) -> EmailSettings:
     default_from = f"{name} <{author.get('email') or 'newsletter@localhost'}>"
     mailbox = _mailbox(section.str("from", default_from))
     if mailbox is None:
-        raise section.error("from", "must be an address such as 'Name <news@example.org>'")
+        section.fail(section.error("from", "must be an address such as 'Name <news@example.org>'"))
+        mailbox = _mailbox(default_from) or ("", "newsletter@localhost")
     name, address = mailbox
     smtp = None
     if "smtp" in section.data:
         block = section.section("smtp")
         security = block.str("security", "starttls")
         if security not in {"starttls", "tls", "none"}:
-            raise block.error("security", f"{security!r} is not one of starttls, tls, none")
+            block.fail(block.error("security", f"{security!r} is not one of starttls, tls, none"))
+            security = "starttls"
         smtp = SMTPSettings(
-            host=block.str("host", required=True),
+            host=block.str("host", required=True) or "",
             port=block.int("port", 465 if security == "tls" else 587, minimum=1),
             security=security,
             username=block.str("username"),
             password_env=block.str("password_env", "FEEDPUB_SMTP_PASSWORD"),
             connections=block.int("connections", 4, minimum=1),
             per_connection=block.int("per_connection", 100, minimum=1),
-            rate=_rate(block),
+            rate=block.guard(0.0, _rate, block),
             timeout=float(block.int("timeout", 30, minimum=1)),
         )
         block.check_unknown()
     dkim = None
     if "dkim" in section.data:
         block = section.section("dkim")
+        selector, key_file = block.str("selector", required=True), block.str("key_file", required=True)
         dkim = DKIMSettings(
-            selector=block.str("selector", required=True),
-            key_file=root / block.str("key_file", required=True),
+            selector=selector,
+            key_file=root / key_file,
             domain=block.str("domain", address.rpartition("@")[2]),
             ed25519_key_file=root / block.str("ed25519_key_file") if block.str("ed25519_key_file") else None,
             ed25519_selector=block.str("ed25519_selector", required="ed25519_key_file" in block.data),
-        )
+        ) if selector and key_file else None  # only when collecting can either be missing here
         block.check_unknown()
     return_path = section.str("return_path")
     if return_path is not None and _mailbox(return_path) is None:
-        raise section.error("return_path", f"{return_path!r} is not an email address")
+        section.fail(section.error("return_path", f"{return_path!r} is not an email address"))
+        return_path = None
     if return_path is not None:
         from .verp import local_part_problem
 
         problem = ("" if _mailbox(return_path)[1].isascii() else f"{return_path!r}: write it in ASCII (IDNA)"
                    ) or local_part_problem(_mailbox(return_path)[1])
         if problem:
-            raise section.error("return_path", problem)
+            section.fail(section.error("return_path", problem))
+            return_path = None
     reply_to = section.str("reply_to")
     if reply_to is not None and _mailbox(reply_to) is None:
-        raise section.error("reply_to", f"{reply_to!r} is not an email address")
+        section.fail(section.error("reply_to", f"{reply_to!r} is not an email address"))
+        reply_to = None
     settings = EmailSettings(
         from_name=name,
         from_address=address,

@@ -7,6 +7,7 @@ rewritten with day names before APScheduler sees it.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta, tzinfo
 from functools import cache
 
@@ -18,7 +19,10 @@ def _day(token: str) -> int:
     token = token.strip().lower()
     if token[:3] in _DAYS and token.isalpha():
         return _DAYS.index(token[:3])
-    number = int(token)  # ValueError for anything else
+    try:
+        number = int(token)
+    except ValueError:
+        raise ValueError(f"{token!r} is not a day (0-7, or sun to sat)") from None
     if not 0 <= number <= 7:
         raise ValueError(f"weekday {number} is not between 0 and 7")
     return number % 7
@@ -108,3 +112,30 @@ def latest_fire(expression: str, timezone: tzinfo, now: datetime) -> datetime | 
             moment = following
         return moment
     return None
+
+
+def field_problems(expression: str) -> list[str]:
+    """What is wrong with each field of a cron EXPRESSION, one line per bad field; [] when it is good."""
+    from datetime import timezone
+
+    from apscheduler.triggers.cron import CronTrigger
+
+    fields = expression.split()
+    if len(fields) != 5:
+        return [f"expected 5 fields ({CRON_FIELDS}), got {len(fields)}"]
+    problems = []
+    for name, value in zip(CRON_FIELDS.split(), fields):
+        try:
+            if name == "weekday":
+                _weekdays(value)
+            else:
+                CronTrigger(timezone=timezone.utc, **{name: value})
+        except ValueError as exc:
+            reason = re.sub(r"^Error validating expression '[^']*': ", "", str(exc))
+            problems.append(f"{name} field {value!r}: {reason[:1].lower()}{reason[1:]}")
+    if not problems:
+        try:
+            cron_trigger(expression, timezone.utc)
+        except ValueError as exc:
+            problems.append(str(exc))
+    return problems

@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING
 from .config import Site
 from .content import Article, slugify
 from .extract import Question, shorten
-from .schedule import Digest
-from .templating import long_date, site_environment, words
+from .errors import ConfigError, TemplateError
+from .schedule import SCHEDULE_FILE, Digest
+from .templating import long_date, render, site_environment, text_environment, words
 
 if TYPE_CHECKING:
     from .build import Published
@@ -112,11 +113,23 @@ def _item(site: Site, article: Article, level: Excerpt) -> DigestItem:
 
 
 def subject_for(site: Site, digest: Digest, articles: list[Article], when: datetime) -> str:
+    """The issue's Subject as plain text: "Tom & Jerry" stays so; the HTML template escapes it once."""
     if len(articles) == 1:
         return one_line(articles[0].title)
-    template = site_environment(site).from_string(digest.subject)
-    return one_line(template.render(site=site, digest=digest, date=long_date(when, site.language),
-                                    count=len(articles)))
+    return subject_template(site, digest, when, len(articles))
+
+
+def subject_template(site: Site, digest: Digest, when: datetime, count: int) -> str:
+    """The digest's `subject:` rendered; a mistake in it is a ConfigError naming the digest."""
+    import jinja2
+
+    try:
+        template = text_environment(site.templates_dir).from_string(digest.subject)
+        return one_line(render(template, dict(site=site, digest=digest, date=long_date(when, site.language),
+                                              count=count), site.templates_dir))
+    except (jinja2.TemplateSyntaxError, TemplateError) as exc:
+        reason = exc.message if isinstance(exc, jinja2.TemplateSyntaxError) else str(exc).partition(": ")[2]
+        raise ConfigError(SCHEDULE_FILE, f"digests.{digest.name}.subject", reason) from None
 
 
 def _fold_long_lines(html: str, limit: int = 900) -> str:
@@ -199,7 +212,7 @@ def compose(site: Site, digest: Digest, articles: list[Article], *, when: dateti
         started = time.perf_counter()
         context = _context(site, digest, articles, level, when=when,
                            browser_url=browser_url, archive_url=archive_url)
-        raw_html = env.get_template("digest.html.j2").render(css=css, **context)
+        raw_html = render(env.get_template("digest.html.j2"), dict(css=css, **context), site.templates_dir)
         rendered = time.perf_counter()
         html = inline_css(raw_html)
         timings["render"] += rendered - started
@@ -207,7 +220,7 @@ def compose(site: Site, digest: Digest, articles: list[Article], *, when: dateti
         if encoded_size(html) <= limit:
             break
     started = time.perf_counter()
-    text = env.get_template("digest.txt.j2").render(**context)
+    text = render(env.get_template("digest.txt.j2"), context, site.templates_dir)
     timings["text"] = time.perf_counter() - started
     return Composition(context["subject"], context["preheader"], html, text, articles, timings)
 

@@ -8,7 +8,7 @@ from datetime import datetime
 from .config import Site
 from .content import Article, slugify
 from .feeds import FEED_FILES, MEDIA_TYPES
-from .templating import site_environment, words
+from .templating import render, site_environment, words
 
 ALL_ARTICLES = "articles/"
 
@@ -33,7 +33,8 @@ def feed_links(site: Site, folder: str, title: str) -> list[FeedLink]:
 def render_page(site: Site, template: str, **context) -> bytes:
     env = site_environment(site)
     vocabulary = words(site.templates_dir, site.language)
-    return env.get_template(template).render(site=site, words=vocabulary, **context).encode()
+    return render(env.get_template(template), dict(site=site, words=vocabulary, **context),
+                  site.templates_dir).encode()
 
 
 def article_page(site: Site, article: Article, updated: datetime) -> bytes:

@@ -9,11 +9,12 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from .config import ConfigError, Section, read_yaml
-from .cron import CRON_FIELDS, cron_trigger
+from .cron import CRON_FIELDS, field_problems
 
 SCHEDULE_FILE = "schedule.yaml"
 DEFAULT_SUBJECT = "{{ site.title }} — {{ date }}"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+_LIST = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # as subscribers.py accepts them
 
 
 @dataclass(frozen=True)
@@ -55,11 +56,12 @@ def _cron(section: Section, key: str, tz: ZoneInfo) -> str | None:
     expression = section.str(key)
     if expression is None:
         return None
-    try:
-        cron_trigger(expression, tz)
-    except ValueError:
-        raise section.error(key, f"{expression!r} is not a cron expression ({CRON_FIELDS})") from None
-    return expression
+    problems = field_problems(expression)
+    if problems and section.problems is None:
+        raise section.error(key, f"{expression!r} is not a cron expression ({CRON_FIELDS})")
+    for problem in problems:  # when collecting, every bad field on its own line
+        section.fail(section.error(key, f"{expression!r}: {problem}"))
+    return None if problems else expression
 
 
 def _minutes(section: Section, key: str, default: int) -> timedelta:
@@ -68,17 +70,18 @@ def _minutes(section: Section, key: str, default: int) -> timedelta:
 
 def _digest(name: str, section: Section, tz: ZoneInfo) -> Digest:
     if not _NAME.match(name):
-        raise ConfigError(SCHEDULE_FILE, f"digests.{name}", "names use lower-case letters, digits, - and _")
+        section.fail(ConfigError(SCHEDULE_FILE, f"digests.{name}", "names use lower-case letters, digits, - and _"))
     tags = section.data.get("tags") or []
     if isinstance(tags, str):
         tags = [tags]
     if not isinstance(tags, list) or not all(isinstance(t, (str, int)) for t in tags):
-        raise section.error("tags", "must be a list of tags")
+        section.fail(section.error("tags", "must be a list of tags"))
+        tags = []
     section.used.add("tags")
     digest = Digest(
         name=name,
         title=section.str("title", name),
-        list=section.str("list", name),
+        list=_list_name(section, name),
         cron=_cron(section, "cron", tz),
         tags=tuple(str(t) for t in tags),
         max_articles=section.int("max_articles", 10, minimum=1),
@@ -90,16 +93,31 @@ def _digest(name: str, section: Section, tz: ZoneInfo) -> Digest:
     return digest
 
 
-def load_schedule(root: Path, default_timezone: str = "UTC") -> Schedule:
-    """Read and check ROOT/schedule.yaml; a missing file means no jobs but builds."""
+def _list_name(section: Section, default: str) -> str:
+    """The subscriber list a digest goes to: a name subscribers can be put on."""
+    name = section.str("list", default)
+    if not name:
+        section.fail(section.error("list", "is empty: name the subscriber list this digest goes to"))
+    elif not _LIST.match(name):
+        section.fail(section.error("list", f"{name!r} may only hold letters, digits, - and _"))
+    return name
+
+
+def load_schedule(root: Path, default_timezone: str = "UTC",
+                  problems: list[ConfigError] | None = None) -> Schedule:
+    """Read and check ROOT/schedule.yaml; a missing file means no jobs but builds.
+
+    Given PROBLEMS, every mistake is added there instead of raising the first (see settings.Section).
+    """
     path = root / SCHEDULE_FILE
     data = read_yaml(path, SCHEDULE_FILE) if path.exists() else {}
-    top = Section(data, SCHEDULE_FILE)
+    top = Section(data, SCHEDULE_FILE, problems=problems)
     name = top.str("timezone", default_timezone)
     try:
         tz = ZoneInfo(name)
     except Exception:
-        raise top.error("timezone", f"{name!r} is not a known time zone") from None
+        top.fail(top.error("timezone", f"{name!r} is not a known time zone"))
+        name, tz = "UTC", ZoneInfo("UTC")
     build = top.section("build")
     build_cron = _cron(build, "cron", tz)
     every = None if build_cron else _minutes(build, "every_minutes", 10)

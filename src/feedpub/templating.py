@@ -111,6 +111,67 @@ def environment(site_templates: Path, cache_dir: Path | None = None) -> jinja2.E
     return env
 
 
+@cache
+def text_environment(site_templates: Path) -> jinja2.Environment:
+    """An environment that escapes nothing, for one-line texts such as a mail's subject."""
+    import jinja2
+
+    env = jinja2.Environment(loader=environment(site_templates).loader, autoescape=False,
+                             undefined=jinja2.StrictUndefined)
+    env.filters.update(long_date=long_date, wrap=wrap, month_year=month_year)
+    return env
+
+
+def render(template: jinja2.Template, context: dict, site_templates: Path) -> str:
+    """TEMPLATE rendered; a failure is a TemplateError naming the template's file and line."""
+    import jinja2
+
+    try:
+        return template.render(**context)
+    # What a template's own expressions can raise: an undefined name (a jinja2
+    # TemplateError), a filter given the wrong kind of value.
+    except (jinja2.TemplateError, TypeError, ValueError, AttributeError, KeyError, IndexError,
+            ZeroDivisionError) as exc:
+        from .errors import TemplateError
+
+        where, line = failing_line(exc, site_templates)
+        raise TemplateError(f"{where}:{line}: {problem_text(exc)}" if line else
+                            f"{where}: {problem_text(exc)}") from None
+
+
+def problem_text(exc: Exception) -> str:
+    import jinja2
+
+    if isinstance(exc, jinja2.TemplateError):
+        return getattr(exc, "message", None) or str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def failing_line(exc: BaseException, site_templates: Path) -> tuple[str, int | None]:
+    """(template as the site names it, line) of the innermost template frame of EXC's traceback.
+
+    Jinja rewrites tracebacks so that a frame of a template carries the
+    template's file name and line, which is what an author needs to see.
+    """
+    import traceback
+
+    if getattr(exc, "filename", None) and getattr(exc, "lineno", None):  # a syntax error met while rendering
+        return template_label(exc.filename, site_templates), exc.lineno
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        if frame.filename.endswith(".j2") or frame.filename == "<template>":
+            return template_label(frame.filename, site_templates), frame.lineno
+    return "a template", None
+
+
+def template_label(filename: str, site_templates: Path) -> str:
+    """"templates/article.html.j2" for a site's template; feedpub's own ones are named as such."""
+    path = Path(filename)
+    for folder, label in ((site_templates, site_templates.name), (DEFAULT_TEMPLATES, "feedpub's templates")):
+        if path.is_relative_to(folder):
+            return f"{label}/{path.relative_to(folder).as_posix()}"
+    return filename
+
+
 def fingerprint(site_templates: Path) -> str:
     """Changes when any template file in the search path is edited, added or removed."""
     digest = hashlib.blake2b(digest_size=12)
