@@ -22,6 +22,7 @@ from .catalog import Catalog, Publication
 from .config import Site
 from .content import Listing, listing, parse_article
 from .errors import ContentError
+from .languages import language_warnings
 from .feeds import FEED_FILES, Channel, FeedItem, render_feeds
 from .output import Writer
 from .pages import ALL_ARTICLES, archive_page, article_page, list_page, tag_folder
@@ -322,6 +323,7 @@ def build(site: Site, *, now: datetime | None = None) -> BuildReport:
 def _build(site: Site, now: datetime) -> BuildReport:
     report = BuildReport()
     found = content_files(site)
+    report.warnings.extend(language_warnings(site))
     report.warnings.extend(found.warnings)
     writer = Writer(site.output_dir)
     writer.remove_leftovers()  # a killed build's temporary files: nobody else writes here now
@@ -357,7 +359,7 @@ def check(site: Site, *, now: datetime | None = None) -> tuple[list[str], list[s
     What a build would leave out, refuse or change is reported the same way.
     """
     now = now or datetime.now(site.tz)
-    errors, warnings = templating.check(site.templates_dir), []
+    errors, warnings = templating.check(site.templates_dir), language_warnings(site)
     found = content_files(site)
     warnings.extend(found.warnings)
     articles = {}

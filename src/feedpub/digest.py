@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from .config import Site
 from .content import Article, slugify
 from .extract import Question, shorten
+from .languages import plural
 from .schedule import Digest
 from .templating import long_date, site_environment, words
 
@@ -178,8 +179,8 @@ def _context(site: Site, digest: Digest, articles: list[Article], level: Excerpt
         subject=subject,
         preheader=shorten(first_summary, PREHEADER_LENGTH),
         date_label=long_date(when, site.language),
-        count_label=vocabulary.get("one_article", "1") if count == 1
-        else vocabulary.get("articles_count", "{count}").format(count=count),
+        count_label=plural(count, vocabulary.get("one_article", "{count}"),
+                           vocabulary.get("articles_count", "{count}"), site.language),
         words=vocabulary,
         browser_url=browser_url,
         archive_url=archive_url,

@@ -1,0 +1,105 @@
+"""Plural forms in messages and digests, and warnings about the site's language."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+from click.testing import CliRunner
+
+from feedpub.cli import main
+from feedpub.config import load_site
+from feedpub.jobs import compose_digest
+from feedpub.languages import language_warnings, plural
+from feedpub.schedule import load_schedule
+from feedpub.store import Store
+from feedpub.templating import words
+from tests.conftest import write_article
+
+NOW = datetime(2026, 11, 30, 12, 0, tzinfo=ZoneInfo("Europe/Paris"))
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def set_language(site_dir, language: str) -> None:
+    settings = site_dir / "feedpub.yaml"
+    settings.write_text(settings.read_text(encoding="utf-8").replace("language: fr", f"language: {language}"),
+                        encoding="utf-8")
+
+
+def only_articles(site_dir, n: int) -> None:
+    for path in (site_dir / "content").rglob("*.md"):
+        path.unlink()
+    for i in range(n):
+        write_article(site_dir, f"a{i}.md", f"title: Article {i}\ndate: 2026-11-2{i}")
+
+
+@pytest.mark.parametrize("language, expected", [
+    ("en", ["0 new articles", "1 new article", "2 new articles"]),
+    ("fr", ["0 nouvel article", "1 nouvel article", "2 nouveaux articles"]),
+])
+def test_digest_words_take_the_languages_plural_forms(site_dir, language, expected):
+    vocabulary = words(site_dir / "templates", language)
+    got = [plural(n, vocabulary["one_article"], vocabulary["articles_count"], language) for n in (0, 1, 2)]
+    assert got == expected
+
+
+@pytest.mark.parametrize("n, said", [(0, "0 articles published"), (1, "1 article published"),
+                                     (2, "2 articles published")])
+def test_build_counts_are_grammatical(site_dir, n, said):
+    only_articles(site_dir, n)
+    result = run("build", "--site", str(site_dir))
+    assert result.exit_code == 0, result.output
+    assert f"{said}; parsed {n}, " in result.output
+    assert "wrote 1 files" not in result.output
+
+
+@pytest.mark.parametrize("language, label", [("fr", "1 nouvel article"), ("en", "1 new article")])
+def test_digest_of_one_article_says_so(site_dir, language, label):
+    only_articles(site_dir, 1)
+    set_language(site_dir, language)
+    site = load_site(site_dir)
+    store = Store(site.storage_url)
+    try:
+        issue = compose_digest(site, load_schedule(site_dir, "Europe/Paris"), "daily", store, now=NOW).issue
+    finally:
+        store.close()
+    assert label in issue.text and label in issue.html
+    assert "1 new articles" not in issue.text and "1 nouveaux" not in issue.text
+
+
+def test_unknown_language_warns_and_uses_english_words(site_dir):
+    set_language(site_dir, "xx")
+    site = load_site(site_dir)
+    warning = "feedpub.yaml: language: 'xx' is not a language babel knows; English words are used"
+    assert language_warnings(site) == [warning]
+    assert words(site.templates_dir, site.language)["read_more"] == "Read more"
+    result = run("check", "--site", str(site_dir))
+    assert f"warning: {warning}\n" in result.output
+    result = run("build", "--site", str(site_dir))
+    assert f"warning: {warning}\n" in result.output
+
+
+def test_language_without_words_warns_and_keeps_its_dates(site_dir):
+    set_language(site_dir, "de")
+    site = load_site(site_dir)
+    [warning] = language_warnings(site)
+    assert warning.startswith("feedpub.yaml: language: 'de' (German) has no i18n/de.yaml")
+    assert "words fall back to English" in warning
+    assert f"warning: {warning}\n" in run("check", "--site", str(site_dir)).output
+    store = Store(site.storage_url)
+    try:
+        issue = compose_digest(site, load_schedule(site_dir, "Europe/Paris"), "daily", store, now=NOW).issue
+    finally:
+        store.close()
+    assert "30. November 2026" in issue.html
+    assert "Read more" in issue.html
+
+
+def test_known_languages_with_words_do_not_warn(site_dir):
+    assert language_warnings(load_site(site_dir)) == []  # fr
+    set_language(site_dir, "en-GB")
+    assert language_warnings(load_site(site_dir)) == []
