@@ -103,3 +103,18 @@ def test_known_languages_with_words_do_not_warn(site_dir):
     assert language_warnings(load_site(site_dir)) == []  # fr
     set_language(site_dir, "en-GB")
     assert language_warnings(load_site(site_dir)) == []
+
+
+def test_missing_images_are_reported_with_their_line(site_dir):
+    (site_dir / "content" / "pics").mkdir()
+    (site_dir / "content" / "pics" / "here.png").write_bytes(b"\x89PNG")
+    write_article(site_dir, "a.md", "title: A\ndate: 2026-11-20\nimage: images/cover.png",
+                  "Intro.\n\n![there](pics/here.png) and ![x](images/nope.png \"t\")\n\n"
+                  "```\n![in code](not/checked.png)\n```\n![remote](https://example.org/x.png)\n"
+                  "![outside](../../etc/passwd.png)\n")
+    expected = ["warning: content/a.md:4: image images/cover.png: file not found\n",
+                "warning: content/a.md:9: image images/nope.png: file not found\n",
+                "warning: content/a.md:15: image ../../etc/passwd.png: file not found\n"]
+    for command in ("check", "build"):
+        output = run(command, "--site", str(site_dir)).output
+        assert [line for line in output.splitlines(keepends=True) if "image " in line] == expected
