@@ -118,3 +118,75 @@ def test_missing_images_are_reported_with_their_line(site_dir):
     for command in ("check", "build"):
         output = run(command, "--site", str(site_dir)).output
         assert [line for line in output.splitlines(keepends=True) if "image " in line] == expected
+
+
+def linked_site(site_dir):
+    only_articles(site_dir, 0)
+    write_article(site_dir, "first.md", "title: First\ndate: 2026-11-20",
+                  "Read [the next part](second.md#details), [a guide](guides/%C3%A9t%C3%A9.md),\n"
+                  "[elsewhere](https://example.org/x.md), [mail](mailto:a@example.org) and [top](#top).\n")
+    write_article(site_dir, "second.md", "title: Second\ndate: 2026-11-21",
+                  "## Details\n\nSee [the first](./first.md) and [nothing](missing.md).\n")
+    write_article(site_dir, "guides/été.md", "title: Summer\ndate: 2026-11-22\nslug: summer",
+                  "Back to [the start](../first.md).\n")
+    return load_site(site_dir)
+
+
+def test_links_between_articles_become_permalinks_in_pages_and_feeds(site_dir):
+    import feedparser
+    import json
+
+    site = linked_site(site_dir)
+    result = run("build", "--site", str(site_dir))
+    assert result.exit_code == 0, result.output
+    base = site.base_url
+    page = (site.output_dir / "first" / "index.html").read_text(encoding="utf-8")
+    assert f'href="{base}second/#details"' in page and f'href="{base}summer/"' in page
+    assert 'href="https://example.org/x.md"' in page and 'href="mailto:a@example.org"' in page
+    assert ".md#details" not in page and "%C3%A9t%C3%A9.md" not in page
+    summer = (site.output_dir / "summer" / "index.html").read_text(encoding="utf-8")
+    assert f'href="{base}first/"' in summer
+    rss = feedparser.parse((site.output_dir / "feed.xml").read_bytes())
+    first = next(e for e in rss.entries if e.title == "First")
+    assert f'href="{base}second/#details"' in first.content[0].value
+    feed = json.loads((site.output_dir / "feed.json").read_text(encoding="utf-8"))
+    item = next(i for i in feed["items"] if i["title"] == "First")
+    assert f'href="{base}summer/"' in item["content_html"]
+    store = Store(site.storage_url)
+    try:
+        outcome = compose_digest(site, load_schedule(site_dir, "Europe/Paris"), "daily", store, preview=True)
+    finally:
+        store.close()
+    mail = outcome.preview_files[0].read_text(encoding="utf-8")
+    # A digest shows summaries and key points as text, never the body's links.
+    assert "Read the next part" in mail and ".md" not in mail
+
+
+def test_a_link_to_no_article_is_reported_by_check_and_build(site_dir):
+    linked_site(site_dir)
+    write_article(site_dir, "draft.md", "title: D\ndate: 2026-11-20\ndraft: true", "Text.\n")
+    write_article(site_dir, "third.md", "title: Third\ndate: 2026-11-20",
+                  "Line one.\n\nA [draft](draft.md) and [out](../../outside.md).\n")
+    expected = ["warning: content/second.md:8: link to missing.md: no such article\n",
+                "warning: content/third.md:8: link to ../../outside.md: no such article\n",
+                "warning: content/third.md:8: link to draft.md: no such article\n"]
+    for command in ("check", "build"):
+        output = run(command, "--site", str(site_dir)).output
+        assert sorted(line for line in output.splitlines(keepends=True) if "link to" in line) == expected
+
+
+def test_a_renamed_target_is_followed_on_the_next_build(site_dir):
+    site = linked_site(site_dir)
+    assert run("build", "--site", str(site_dir)).exit_code == 0
+    second = site_dir / "content" / "second.md"
+    second.write_text(second.read_text(encoding="utf-8").replace("title: Second", "title: Second\nslug: part-two"),
+                      encoding="utf-8")
+    result = run("build", "--site", str(site_dir))
+    assert result.exit_code == 0, result.output
+    page = (site.output_dir / "first" / "index.html").read_text(encoding="utf-8")
+    assert f'href="{site.base_url}part-two/#details"' in page
+    (site_dir / "content" / "second.md").rename(site_dir / "content" / "deuxieme.md")
+    output = run("build", "--site", str(site_dir)).output
+    assert "warning: content/first.md:6: link to second.md#details: no such article\n" in output
+    page = (site.output_dir / "first" / "index.html").read_text(encoding="utf-8")
+    assert "part-two/" not in page  # the link no longer names an article: it is left as written

@@ -23,6 +23,7 @@ from .config import Site
 from .content import Listing, listing, parse_article
 from .errors import ContentError
 from .languages import language_warnings
+from . import links as article_links
 from .feeds import FEED_FILES, Channel, FeedItem, render_feeds
 from .output import Writer
 from .pages import ALL_ARTICLES, archive_page, article_page, list_page, tag_folder
@@ -219,13 +220,13 @@ class _Outputs:
         return stale
 
 
-def _render_outputs(site: Site, catalog: Catalog, published: list[Published],
+def _render_outputs(site: Site, catalog: article_links.LinkedCatalog, published: list[Published],
                     assets: list[Source], outputs: _Outputs, report: BuildReport) -> None:
     # Anything that shapes every output: settings, templates, feedpub's code.
     context = _digest(site.fingerprint(), templating.fingerprint(site.templates_dir), code_fingerprint())
 
     for p in published:  # the hottest loop of a rebuild: no closure per article
-        path, fingerprint = f"{p.article.slug}/index.html", f"{context}|{p.key}|{p.updated.isoformat()}"
+        path, fingerprint = f"{p.article.slug}/index.html", f"{context}|{catalog.fingerprint(p.key)}|{p.updated.isoformat()}"
         if outputs.fresh(path, fingerprint):
             outputs.keep(path, fingerprint)
         else:
@@ -233,7 +234,7 @@ def _render_outputs(site: Site, catalog: Catalog, published: list[Published],
 
     for channel, members in _channels(site, published):
         newest = members[: site.feeds.items]
-        fingerprint = _digest(context, *(f"{p.key}|{p.id}|{p.updated.isoformat()}" for p in newest))
+        fingerprint = _digest(context, *(f"{catalog.fingerprint(p.key)}|{p.id}|{p.updated.isoformat()}" for p in newest))
         paths = [channel.folder + name for name in FEED_FILES.values()]
         outputs.add_many(fingerprint, paths, lambda c=channel, n=newest: render_feeds(
             site, c, [FeedItem(catalog.article(p.key), p.id, p.updated) for p in n]))
@@ -344,9 +345,14 @@ def _build(site: Site, now: datetime) -> BuildReport:
                 articles[source.name], warnings = listed[source.name]
                 report.warnings.extend(warnings)
         report.published = _publish(site, catalog, articles, keys, hashes, now, report)
+        links = article_links.permalinks(site, [p.article for p in report.published])
+        linking = catalog.linking_keys({p.key for p in report.published})
+        report.warnings.extend(article_links.source_problems(site, [p.article.source for p in report.published
+                                                     if p.key in linking], links))
 
         outputs = _Outputs(writer, catalog.outputs())
-        _render_outputs(site, catalog, report.published, found.assets, outputs, report)
+        _render_outputs(site, article_links.LinkedCatalog(site, catalog, links, linking), report.published,
+                        found.assets, outputs, report)
         report.removed = outputs.finish(catalog)
     report.written, report.unchanged = writer.written, writer.unchanged
     report.errors.sort()
@@ -362,7 +368,7 @@ def check(site: Site, *, now: datetime | None = None) -> tuple[list[str], list[s
     errors, warnings = templating.check(site.templates_dir), language_warnings(site)
     found = content_files(site)
     warnings.extend(found.warnings)
-    articles = {}
+    articles, linking = {}, set()
     for source, result in parse_all(site, found.articles):
         if isinstance(result, str):
             errors.append(result)
@@ -370,5 +376,10 @@ def check(site: Site, *, now: datetime | None = None) -> tuple[list[str], list[s
             article, article_warnings = result
             articles[source.name] = listing(article)
             warnings.extend(article_warnings)
-    errors.extend(choose_slugs(site, articles, {}, now)[1])
+            if article_links.has_links(article.html):
+                linking.add(source.name)
+    owners, slug_errors = choose_slugs(site, articles, {}, now)
+    errors.extend(slug_errors)
+    links = article_links.permalinks(site, [articles[source] for source in owners.values()])
+    warnings.extend(article_links.source_problems(site, [s for s in owners.values() if s in linking], links))
     return sorted(errors), warnings
