@@ -22,6 +22,8 @@ from .catalog import Catalog, Publication
 from .config import Site
 from .content import Listing, listing, parse_article
 from .errors import ContentError
+from .languages import language_warnings
+from . import links as article_links
 from .feeds import FEED_FILES, Channel, FeedItem, render_feeds
 from .output import Writer
 from .pages import ALL_ARTICLES, archive_page, article_page, list_page, tag_folder
@@ -218,13 +220,13 @@ class _Outputs:
         return stale
 
 
-def _render_outputs(site: Site, catalog: Catalog, published: list[Published],
+def _render_outputs(site: Site, catalog: article_links.LinkedCatalog, published: list[Published],
                     assets: list[Source], outputs: _Outputs, report: BuildReport) -> None:
     # Anything that shapes every output: settings, templates, feedpub's code.
     context = _digest(site.fingerprint(), templating.fingerprint(site.templates_dir), code_fingerprint())
 
     for p in published:  # the hottest loop of a rebuild: no closure per article
-        path, fingerprint = f"{p.article.slug}/index.html", f"{context}|{p.key}|{p.updated.isoformat()}"
+        path, fingerprint = f"{p.article.slug}/index.html", f"{context}|{catalog.fingerprint(p.key)}|{p.updated.isoformat()}"
         if outputs.fresh(path, fingerprint):
             outputs.keep(path, fingerprint)
         else:
@@ -232,7 +234,7 @@ def _render_outputs(site: Site, catalog: Catalog, published: list[Published],
 
     for channel, members in _channels(site, published):
         newest = members[: site.feeds.items]
-        fingerprint = _digest(context, *(f"{p.key}|{p.id}|{p.updated.isoformat()}" for p in newest))
+        fingerprint = _digest(context, *(f"{catalog.fingerprint(p.key)}|{p.id}|{p.updated.isoformat()}" for p in newest))
         paths = [channel.folder + name for name in FEED_FILES.values()]
         outputs.add_many(fingerprint, paths, lambda c=channel, n=newest: render_feeds(
             site, c, [FeedItem(catalog.article(p.key), p.id, p.updated) for p in n]))
@@ -322,6 +324,7 @@ def build(site: Site, *, now: datetime | None = None) -> BuildReport:
 def _build(site: Site, now: datetime) -> BuildReport:
     report = BuildReport()
     found = content_files(site)
+    report.warnings.extend(language_warnings(site))
     report.warnings.extend(found.warnings)
     writer = Writer(site.output_dir)
     writer.remove_leftovers()  # a killed build's temporary files: nobody else writes here now
@@ -342,9 +345,14 @@ def _build(site: Site, now: datetime) -> BuildReport:
                 articles[source.name], warnings = listed[source.name]
                 report.warnings.extend(warnings)
         report.published = _publish(site, catalog, articles, keys, hashes, now, report)
+        links = article_links.permalinks(site, [p.article for p in report.published])
+        linking = catalog.linking_keys({p.key for p in report.published})
+        report.warnings.extend(article_links.source_problems(site, [p.article.source for p in report.published
+                                                     if p.key in linking], links))
 
         outputs = _Outputs(writer, catalog.outputs())
-        _render_outputs(site, catalog, report.published, found.assets, outputs, report)
+        _render_outputs(site, article_links.LinkedCatalog(site, catalog, links, linking), report.published,
+                        found.assets, outputs, report)
         report.removed = outputs.finish(catalog)
     report.written, report.unchanged = writer.written, writer.unchanged
     report.errors.sort()
@@ -357,10 +365,10 @@ def check(site: Site, *, now: datetime | None = None) -> tuple[list[str], list[s
     What a build would leave out, refuse or change is reported the same way.
     """
     now = now or datetime.now(site.tz)
-    errors, warnings = templating.check(site.templates_dir), []
+    errors, warnings = templating.check(site.templates_dir), language_warnings(site)
     found = content_files(site)
     warnings.extend(found.warnings)
-    articles = {}
+    articles, linking = {}, set()
     for source, result in parse_all(site, found.articles):
         if isinstance(result, str):
             errors.append(result)
@@ -368,5 +376,10 @@ def check(site: Site, *, now: datetime | None = None) -> tuple[list[str], list[s
             article, article_warnings = result
             articles[source.name] = listing(article)
             warnings.extend(article_warnings)
-    errors.extend(choose_slugs(site, articles, {}, now)[1])
+            if article_links.has_links(article.html):
+                linking.add(source.name)
+    owners, slug_errors = choose_slugs(site, articles, {}, now)
+    errors.extend(slug_errors)
+    links = article_links.permalinks(site, [articles[source] for source in owners.values()])
+    warnings.extend(article_links.source_problems(site, [s for s in owners.values() if s in linking], links))
     return sorted(errors), warnings

@@ -129,6 +129,11 @@ class Catalog:
                                  tuple(tags.split(_SEPARATOR)) if tags else (), bool(draft), summary)
                 yield key, listed, warnings.split(_SEPARATOR) if warnings else []
 
+    def linking_keys(self, keys: set[str]) -> set[str]:
+        """The KEYS whose body may link to another article's source (a cheap over-estimate)."""
+        rows = self.db.execute("SELECT key FROM bodies WHERE html LIKE '%.md%'")
+        return {key for (key,) in rows if key in keys}
+
     def article(self, key: str) -> Article:
         """The whole parsed article, body included."""
         record, html = self.db.execute("SELECT record, html FROM bodies WHERE key = ?", (key,)).fetchone()

@@ -9,6 +9,7 @@ import click
 
 from ._cli import configure_logging, now, report_problems, require_key, site_option
 from .cli_site import init, new
+from .languages import count
 from .cli_subscribers import subscribers
 
 EXIT_TRANSPORT_DOWN = 75  # EX_TEMPFAIL: try again later
@@ -37,8 +38,8 @@ def build(site) -> None:
     report = run_build(site)
     report_problems(report.errors, report.warnings)
     click.echo(
-        f"{len(report.published)} articles published; parsed {report.parsed}, "
-        f"wrote {len(report.written)} files, {report.unchanged} unchanged, "
+        f"{count(len(report.published), 'article')} published; parsed {report.parsed}, "
+        f"wrote {count(len(report.written), 'file')}, {report.unchanged} unchanged, "
         f"removed {len(report.removed)} → {site.output_dir}"
     )
     if report.errors:
@@ -207,7 +208,7 @@ def send(site, retry_failed: bool, issue: int | None) -> None:
     try:
         if retry_failed:
             requeued = Ledger(store).retry_failed(issue)
-            click.echo(f"{requeued} failed {'message' if requeued == 1 else 'messages'} queued again")
+            click.echo(f"{count(requeued, 'failed message', 'failed messages')} queued again")
         _run_send(site, store)
     finally:
         store.close()

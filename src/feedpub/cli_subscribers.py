@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ._cli import now, site_option
+from .languages import count
 
 
 @click.group()
@@ -72,17 +73,17 @@ def subscribers_list(site, list_name: str | None, status: str | None) -> None:
     from .subscribers import Subscribers
 
     store = open_store(site)
-    count = 0
+    listed = 0
     try:
         found = list(Subscribers(store).all(list_name=list_name, status=status))
         why = reasons(store, [s.id for s in found if s.status in ("bounced", "complained")])
         for s in found:
             line = f"{s.email}\t{s.name}\t{s.status}\t{' '.join(s.lists)}"
             click.echo(line + (f"\t{why[s.id]}" if s.id in why else ""))
-            count += 1
+            listed += 1
     finally:
         store.close()
-    click.echo(f"{count} subscriber{'s' if count != 1 else ''}")
+    click.echo(count(listed, "subscriber"))
 
 
 @subscribers.command("export")
@@ -122,6 +123,6 @@ def subscribers_import(site, file: Path, lists: tuple[str, ...]) -> None:
     for line in report.errors:
         click.echo(f"error: {line}", err=True)
     click.echo(f"{report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
-               f"{len(report.refused)} not reactivated (unsubscribed or bounced), {len(report.errors)} bad rows")
+               f"{len(report.refused)} not reactivated (unsubscribed or bounced), {count(len(report.errors), 'bad row')}")
     if report.errors:
         sys.exit(1)

@@ -20,6 +20,7 @@ from ._html import clean, forbidden_characters, fragment, plain, sanitize, squas
 from .config import Site, yaml_problem
 from .errors import ContentError
 from .extract import Question
+from .references import missing_images
 
 
 
@@ -308,7 +309,7 @@ def parse_article(site: Site, source: str, raw: bytes) -> tuple[Article, list[st
     where = (text.count("\n", 0, forbidden[0]) + 1, ord(text[forbidden[0]])) if forbidden else None
     if forbidden:
         text = clean(text)
-    meta_text, body, _ = split_front_matter(text, label)
+    meta_text, body, body_line = split_front_matter(text, label)
     meta = _FrontMatter(meta_text, label)
     warnings = [f"{label}:{meta.line(k)}: unknown key '{k}' (ignored)" for k in meta.unknown_keys()]
 
@@ -343,6 +344,9 @@ def parse_article(site: Site, source: str, raw: bytes) -> tuple[Article, list[st
         faq=meta.questions() or extract.faq(tree),
         html=html,
     )
+    image = meta.text_value("image")
+    warnings += missing_images(site.content_dir, label, source, body, body_line,
+                               (meta.line("image"), image) if image else None)
     if count := len(forbidden) + meta.removed:
         line, code = where or (2, 0)
         first = f", the first U+{code:04X}" if where else ""

@@ -20,6 +20,7 @@ from .config import Site
 from .content import Article, slugify
 from .extract import Question, shorten
 from .errors import ConfigError, TemplateError
+from .languages import plural
 from .schedule import SCHEDULE_FILE, Digest
 from .templating import long_date, render, site_environment, text_environment, words
 
@@ -191,8 +192,8 @@ def _context(site: Site, digest: Digest, articles: list[Article], level: Excerpt
         subject=subject,
         preheader=shorten(first_summary, PREHEADER_LENGTH),
         date_label=long_date(when, site.language),
-        count_label=vocabulary.get("one_article", "1") if count == 1
-        else vocabulary.get("articles_count", "{count}").format(count=count),
+        count_label=plural(count, vocabulary.get("one_article", "{count}"),
+                           vocabulary.get("articles_count", "{count}"), site.language),
         words=vocabulary,
         browser_url=browser_url,
         archive_url=archive_url,

@@ -14,6 +14,7 @@ from .config import Site
 from .cron import latest_fire
 from .digest import Composition, compose, personalize, select
 from .ledger import Ledger
+from .languages import count
 from .mail import IssueMessage, Letter, Recipient
 from .output import write_atomic
 from .pages import digest_archive_index
@@ -92,7 +93,7 @@ def compose_digest(site: Site, schedule: Schedule, name: str, store: Store, *,
         files = _write_preview(site, digest, composition, now, preview_dir)
         clock.lap("preview")
         note = " (nothing new since the last issue: these are the latest articles)" if latest_instead else ""
-        return DigestOutcome(f"{name}: preview of {len(articles)} articles written{note}", report, chosen,
+        return DigestOutcome(f"{name}: preview of {count(len(articles), 'article')} written{note}", report, chosen,
                              composition, preview_files=files, timings=clock.laps)
 
     # The issue and its rows are one transaction: after a crash there is either no
@@ -114,11 +115,6 @@ def compose_digest(site: Site, schedule: Schedule, name: str, store: Store, *,
     return DigestOutcome(f"{name}: issue {issue.slug} composed with {count(len(articles), 'article')}: "
                          f"{issue.subject}; {count(queued, 'message')} queued for list {issue.list}",
                          report, chosen, composition, issue, timings=clock.laps)
-
-
-def count(number: int, noun: str) -> str:
-    """'1 article', '2 articles'."""
-    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 class _Stopwatch:

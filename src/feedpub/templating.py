@@ -79,6 +79,13 @@ def _format_date(day: date, pattern: str, language: str) -> str:
         return day.isoformat()
 
 
+def _plural_filter(count: int, one: str, other: str, language: str = FALLBACK_LANGUAGE) -> str:
+    """`{{ n | plural("{count} article", "{count} articles", site.language) }}` in templates."""
+    from .languages import plural
+
+    return plural(count, one, other, language)
+
+
 def site_environment(site) -> jinja2.Environment:
     """The environment of SITE's templates, compiled ones kept in its state folder."""
     return environment(site.templates_dir, site.state_dir / "templates-cache")
@@ -108,6 +115,7 @@ def environment(site_templates: Path, cache_dir: Path | None = None) -> jinja2.E
     env.filters["long_date"] = long_date
     env.filters["wrap"] = wrap
     env.filters["month_year"] = month_year
+    env.filters["plural"] = _plural_filter
     return env
 
 
