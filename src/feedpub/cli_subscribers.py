@@ -132,7 +132,7 @@ def subscribers_import(site, file: Path, lists: tuple[str, ...], encoding: str |
             click.echo(f"warning: --list {name}: no digest in schedule.yaml sends to this list", err=True)
     store = open_store(site)
     try:
-        with bar("importing", delay=1.0) as progress:
+        with bar("importing") as progress:
             report = import_csv(Subscribers(store), file, extra_lists=lists, now=now(site), encoding=encoding,
                                 known_lists=known, on_row=lambda done, total: progress.update(done, total))
     except ValueError as exc:

@@ -1,0 +1,128 @@
+"""CSV import: physical line numbers, open quotes, duplicates, encodings, unknown lists; progress on a terminal."""
+
+from __future__ import annotations
+
+import os
+import pty
+import subprocess
+import sys
+
+from click.testing import CliRunner
+
+from feedpub.cli import main
+
+
+def run(site_dir, *args: str):
+    return CliRunner().invoke(main, [*args, "--site", str(site_dir)])
+
+
+def listing(site_dir) -> list[str]:
+    return run(site_dir, "subscribers", "list").output.splitlines()
+
+
+def test_open_quote_is_reported_where_it_opened_and_the_rows_after_it_are_read(site_dir, tmp_path):
+    members = tmp_path / "members.csv"
+    members.write_text('email,name,lists\n'
+                       'ada@example.org,Ada,weekly\n'
+                       'bob@example.org,"Bob, weekly\n'
+                       'cy@example.org,Cy,weekly\n'
+                       'dee@example.org,Dee,weekly\n', encoding="utf-8")
+    result = run(site_dir, "subscribers", "import", str(members))
+    assert result.exit_code == 1
+    assert result.output.splitlines()[0] == (
+        "error: members.csv:3: unterminated quote: it would swallow every line to the end of the file (4-5); "
+        "this row is skipped, the lines after it are read on their own")
+    assert [line.split("\t")[0] for line in listing(site_dir)[:-1]] == [
+        "ada@example.org", "cy@example.org", "dee@example.org"]
+
+
+def test_empty_address_and_duplicates_first_wins(site_dir, tmp_path):
+    members = tmp_path / "members.csv"
+    members.write_text("email,name,lists\n"
+                       "ada@Bücher.example,Ada,weekly\n"
+                       ",Nobody,weekly\n"
+                       "ADA@xn--bcher-kva.example,Other Ada,daily\n", encoding="utf-8")
+    result = run(site_dir, "subscribers", "import", str(members))
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        "error: members.csv:3: no address: the email column is empty",
+        "warning: members.csv:4: ada@bücher.example: already on line 2; the first is kept",
+        "1 added, 0 updated, 0 unchanged, 0 not reactivated (unsubscribed or bounced), 1 bad rows, "
+        "1 duplicate rows skipped",
+    ]
+    assert listing(site_dir)[0] == "ada@bücher.example\tAda\tactive\tweekly"
+
+
+def test_latin1_and_cp1252_with_encoding(site_dir, tmp_path):
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("email,name,lists\nzoe@example.org,Zoé Dupré,weekly\n".encode("latin-1"))
+    windows = tmp_path / "windows.csv"
+    windows.write_bytes("email,name,lists\r\neuro@example.org,Prix 5 €,weekly\r\n".encode("cp1252"))
+    assert run(site_dir, "subscribers", "import", str(latin), "--encoding", "latin-1").exit_code == 0
+    assert run(site_dir, "subscribers", "import", str(windows), "--encoding", "cp1252").exit_code == 0
+    assert listing(site_dir)[:2] == ["euro@example.org\tPrix 5 €\tactive\tweekly",
+                                     "zoe@example.org\tZoé Dupré\tactive\tweekly"]
+
+
+def test_utf8_with_bom(site_dir, tmp_path):
+    members = tmp_path / "members.csv"
+    members.write_bytes(b"\xef\xbb\xbf" + "email,name\nzoe@example.org,Zoé\n".encode("utf-8"))
+    assert run(site_dir, "subscribers", "import", str(members)).exit_code == 0
+    assert listing(site_dir)[0] == "zoe@example.org\tZoé\tactive\t"
+
+
+def test_not_utf8_names_the_line_and_imports_no_one(site_dir, tmp_path):
+    members = tmp_path / "members.csv"
+    members.write_bytes("email,name\nada@example.org,Ada\nzoe@example.org,Zoé\n".encode("latin-1"))
+    result = run(site_dir, "subscribers", "import", str(members))
+    assert result.exit_code == 1
+    assert result.output == ("Error: members.csv:3: not UTF-8 (byte 0xe9); for a file saved as Latin-1 or "
+                             "Windows-1252, add --encoding latin-1 (or cp1252)\n")
+    assert listing(site_dir) == ["0 subscribers"]
+    unknown = run(site_dir, "subscribers", "import", str(members), "--encoding", "klingon")
+    assert unknown.exit_code == 2 and "'klingon' is not an encoding Python knows" in unknown.output
+
+
+def test_lists_no_digest_sends_to_are_warned_about(site_dir, tmp_path):
+    members = tmp_path / "members.csv"
+    members.write_text("email,lists\na@example.org,weekly monthly\nb@example.org,monthly\n", encoding="utf-8")
+    result = run(site_dir, "subscribers", "import", str(members), "--list", "weekli")
+    assert result.exit_code == 0
+    assert result.output.splitlines() == [
+        "warning: --list weekli: no digest in schedule.yaml sends to this list",
+        "warning: members.csv:2: list 'monthly': no digest in schedule.yaml sends to this list",
+        "2 added, 0 updated, 0 unchanged, 0 not reactivated (unsubscribed or bounced), 0 bad rows",
+    ]
+
+
+def _import_command(site_dir, members) -> list[str]:
+    return [sys.executable, "-m", "feedpub", "subscribers", "import", str(members), "--site", str(site_dir)]
+
+
+def test_progress_on_a_terminal_only(site_dir, tmp_path):
+    members = tmp_path / "members.csv"
+    members.write_text("email\n" + "".join(f"r{n}@example.org\n" for n in range(300)), encoding="utf-8")
+    # On a pipe: the output of old.
+    piped = subprocess.run(_import_command(site_dir, members), capture_output=True, text=True)
+    assert piped.stderr == ""
+    assert piped.stdout == "300 added, 0 updated, 0 unchanged, 0 not reactivated (unsubscribed or bounced), 0 bad rows\n"
+    # Under a pseudo terminal: a bar with the counts.
+    members.write_text("email\n" + "".join(f"s{n}@example.org\n" for n in range(300)), encoding="utf-8")
+    command = _import_command(site_dir, members)
+    env = {**os.environ, "TERM": "xterm", "COLUMNS": "100"}
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execve(command[0], command, env)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.waitpid(pid, 0)
+    text = output.decode("utf-8", "replace")
+    assert "importing" in text and "300/300" in text
+    assert "300 added" in text
