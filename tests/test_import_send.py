@@ -126,3 +126,51 @@ def test_progress_on_a_terminal_only(site_dir, tmp_path):
     text = output.decode("utf-8", "replace")
     assert "importing" in text and "300/300" in text
     assert "300 added" in text
+
+
+def _state_dump(site_dir) -> list:
+    import sqlite3
+
+    db = sqlite3.connect(site_dir / "state" / "feedpub.sqlite")
+    try:
+        tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")]
+        return [(table, db.execute(f"SELECT * FROM {table}").fetchall()) for table in tables]
+    finally:
+        db.close()
+
+
+def test_send_test_mails_one_signed_copy_and_records_nothing(site_dir, sink, smtp_server, tmp_path):
+    import base64
+    import email
+
+    import dkim
+
+    from .conftest import mail_settings
+    from .test_dkim import DOMAIN, dkim_block, openssl
+
+    key = tmp_path / "rsa.pem"
+    openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", str(key))
+    public = openssl("pkey", "-in", str(key), "-pubout", "-outform", "DER")
+    records = {f"news._domainkey.{DOMAIN}.".encode(): b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)}
+    mail_settings(site_dir, smtp_server.port, extra=dkim_block(key))
+    run(site_dir, "subscribers", "add", "ada@example.org", "--list", "weekly")
+    before_status, before_state = run(site_dir, "status").output, _state_dump(site_dir)
+
+    result = run(site_dir, "send", "--test", "you@example.org", "weekly")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("test mail of weekly (")
+    assert [recipients for _sender, recipients, _data in sink.received] == [["you@example.org"]]
+    data = sink.received[0][2]
+    parsed = email.message_from_bytes(data)
+    assert parsed["Subject"].startswith("[test] ")
+    assert parsed["To"] == "you@example.org"
+    assert "token=test-mail" in parsed["List-Unsubscribe"]
+    assert dkim.verify(data, dnsfunc=lambda name, timeout=5: records.get(name))
+    assert run(site_dir, "status").output == before_status
+    assert _state_dump(site_dir) == before_state
+
+
+def test_send_test_needs_a_name_when_there_are_several_digests(site_dir):
+    result = run(site_dir, "send", "--test", "you@example.org")
+    assert result.exit_code == 2
+    assert "name the digest to test: one of daily, weekly" in result.output

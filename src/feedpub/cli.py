@@ -189,18 +189,25 @@ class _progress:
 @main.command()
 @click.option("--retry-failed", "retry_failed", is_flag=True,
               help="First put failed messages back in the queue (of ISSUE only, when given).")
-@click.argument("issue", required=False, type=int)
+@click.option("--test", "test_address", metavar="ADDRESS",
+              help="Mail only ADDRESS the digest's current preview ([test] subject); record nothing.")
+@click.argument("issue", required=False, metavar="[ISSUE | DIGEST]")
 @site_option
-def send(site, retry_failed: bool, issue: int | None) -> None:
+def send(site, retry_failed: bool, test_address: str | None, issue: str | None) -> None:
     """Send every queued message; after a crash, resume where it stopped.
 
     Exits 0 when all went, 1 when some messages failed, 75 when the mail
     server could not be used or the send was stopped (the rest stays queued).
-    Example: feedpub send --retry-failed
+    Example: feedpub send --retry-failed, or feedpub send --test you@example.org weekly
     """
     from .jobs import open_store
     from .ledger import Ledger
 
+    if test_address is not None:
+        from .testsend import run_test_send
+
+        return run_test_send(site, test_address, issue)
+    issue = click.INT.convert(issue, None, None) if issue is not None else None
     if issue is not None and not retry_failed:
         raise click.UsageError("an ISSUE is only for --retry-failed")
     require_key(site)
