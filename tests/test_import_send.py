@@ -99,6 +99,25 @@ def _import_command(site_dir, members) -> list[str]:
     return [sys.executable, "-m", "feedpub", "subscribers", "import", str(members), "--site", str(site_dir)]
 
 
+def under_terminal(command: list[str], env: dict[str, str] | None = None) -> str:
+    """What COMMAND writes to a pseudo terminal, as a user at a terminal would see it."""
+    env = {**os.environ, "TERM": "xterm", "COLUMNS": "100", **(env or {})}
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execve(command[0], command, env)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.waitpid(pid, 0)
+    return output.decode("utf-8", "replace")
+
+
 def test_progress_on_a_terminal_only(site_dir, tmp_path):
     members = tmp_path / "members.csv"
     members.write_text("email\n" + "".join(f"r{n}@example.org\n" for n in range(300)), encoding="utf-8")
@@ -108,22 +127,7 @@ def test_progress_on_a_terminal_only(site_dir, tmp_path):
     assert piped.stdout == "300 added, 0 updated, 0 unchanged, 0 not reactivated (unsubscribed or bounced), 0 bad rows\n"
     # Under a pseudo terminal: a bar with the counts.
     members.write_text("email\n" + "".join(f"s{n}@example.org\n" for n in range(300)), encoding="utf-8")
-    command = _import_command(site_dir, members)
-    env = {**os.environ, "TERM": "xterm", "COLUMNS": "100"}
-    pid, fd = pty.fork()
-    if pid == 0:
-        os.execve(command[0], command, env)
-    output = b""
-    while True:
-        try:
-            chunk = os.read(fd, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        output += chunk
-    os.waitpid(pid, 0)
-    text = output.decode("utf-8", "replace")
+    text = under_terminal(_import_command(site_dir, members))
     assert "importing" in text and "300/300" in text
     assert "300 added" in text
 
@@ -174,3 +178,20 @@ def test_send_test_needs_a_name_when_there_are_several_digests(site_dir):
     result = run(site_dir, "send", "--test", "you@example.org")
     assert result.exit_code == 2
     assert "name the digest to test: one of daily, weekly" in result.output
+
+
+def test_send_progress_on_a_terminal_only(site_dir):
+    for n in range(3):
+        run(site_dir, "subscribers", "add", f"r{n}@example.org", "--list", "weekly")
+    env = {**os.environ, "FEEDPUB_SECRET_KEY": "test-secret"}
+    command = [sys.executable, "-m", "feedpub", "digest", "weekly", "--send", "--site", str(site_dir)]
+    piped = subprocess.run(command, capture_output=True, text=True, env=env)
+    assert piped.returncode == 0, piped.stderr
+    assert "sending" not in piped.stdout + piped.stderr
+    assert "done: 3 sent" in piped.stdout
+    run(site_dir, "subscribers", "add", "late@example.org", "--list", "weekly")
+    (site_dir / "content" / "extra.md").write_text(
+        "---\ntitle: Un de plus\ndate: 2026-11-30\n---\n\nCorps.\n", encoding="utf-8")
+    text = under_terminal(command, {"FEEDPUB_SECRET_KEY": "test-secret"})
+    assert "sending" in text and "4/4" in text
+    assert "done: 4 sent" in text

@@ -30,8 +30,10 @@ def build(site) -> None:
     Example: feedpub build --site my-site
     """
     from .build import build as run_build
+    from .progress import bar
 
-    report = run_build(site)
+    with bar("building", delay=1.0) as progress:  # a quick build prints what it always did
+        report = run_build(site, on_progress=progress.update)
     report_problems(report.errors, report.warnings)
     click.echo(
         f"{len(report.published)} articles published; parsed {report.parsed}, "
@@ -156,26 +158,20 @@ def _run_send(site, store) -> None:
 
 
 class _progress:
-    """A rich progress bar on a terminal; a log line every few seconds otherwise."""
+    """A progress bar on a terminal; a log line every few seconds otherwise."""
 
     def __init__(self, total: int) -> None:
         import time
 
-        self.total, self.clock, self.last = total, time.monotonic, time.monotonic()
-        self.bar = None
-        if sys.stdout.isatty() and total:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from .progress import bar
 
-            self.bar = Progress(TextColumn("sending"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("{task.fields[detail]}"), TimeRemainingColumn())
-            self.task = self.bar.add_task("send", total=total, detail="")
-            self.bar.start()
+        self.total, self.clock, self.last = total, time.monotonic, time.monotonic()
+        self.bar = bar("sending", total) if total else None
 
     def __call__(self, report) -> None:
         done = report.sent + report.failed + report.retrying
-        if self.bar is not None:
-            self.bar.update(self.task, completed=done,
-                            detail=f"{report.failed} failed · {report.retrying} retrying")
+        if self.bar is not None and self.bar.on_terminal:
+            self.bar.update(done, detail=f"{report.failed} failed · {report.retrying} retrying")
         elif self.clock() - self.last >= 5:
             self.last = self.clock()
             click.echo(f"sending: {report.sent} sent, {report.failed} failed, {report.retrying} retrying "
@@ -183,7 +179,7 @@ class _progress:
 
     def close(self) -> None:
         if self.bar is not None:
-            self.bar.stop()
+            self.bar.close()
 
 
 @main.command()
