@@ -59,13 +59,17 @@ def test_csv_import_reports_bad_rows_and_never_reactivates(site_dir, tmp_path):
     first = CliRunner().invoke(main, ["subscribers", "import", str(readers), "--list", "news", "--site", str(site_dir)])
     assert first.exit_code == 1
     lines = first.output.splitlines()
-    assert lines[0].startswith("error: readers.csv:3: ")
-    assert lines[1] == "error: readers.csv:7: list 'bad list!' may only hold letters, digits, - and _" or lines[1].startswith("error: readers.csv:7: ")
-    assert lines[2].startswith("error: readers.csv:8: ")
-    assert lines[3] == "2 added, 0 updated, 1 unchanged, 1 not reactivated (unsubscribed or bounced), 3 bad rows"
+    assert lines[0] == "warning: --list news: no digest in schedule.yaml sends to this list"
+    assert lines[1].startswith("error: readers.csv:3: not an address: ")
+    assert lines[2] == "warning: readers.csv:5: one@example.org: already on line 2; the first is kept"
+    assert lines[3] == "error: readers.csv:7: list 'list!' may only hold letters, digits, - and _"
+    assert lines[4] == "error: readers.csv:8: no address: the email column is empty"
+    assert lines[5] == ("2 added, 0 updated, 0 unchanged, 1 not reactivated (unsubscribed or bounced), 3 bad rows, "
+                        "1 duplicate row skipped")
     second = CliRunner().invoke(main, ["subscribers", "import", str(readers), "--list", "news", "--site", str(site_dir)])
     assert second.output.splitlines()[-1] == (
-        "0 added, 0 updated, 3 unchanged, 1 not reactivated (unsubscribed or bounced), 3 bad rows")
+        "0 added, 0 updated, 2 unchanged, 1 not reactivated (unsubscribed or bounced), 3 bad rows, "
+        "1 duplicate row skipped")
     listing = run(site_dir, "subscribers", "list").output.splitlines()
     assert listing == [
         "left@example.org\t\tunsubscribed\t",

@@ -288,12 +288,17 @@ def _channels(site: Site, published: list[Published]) -> list[tuple[Channel, lis
 
 
 def _parse_changed(site: Site, catalog: Catalog, sources: list[Source], keys: dict[str, str],
-                   report: BuildReport) -> set[str]:
-    """Parse the sources whose key is not cached; return the names of those that failed."""
+                   report: BuildReport, on_progress: Callable[[int, int], None] | None = None) -> set[str]:
+    """Parse the sources whose key is not cached; return the names of those that failed.
+
+    ON_PROGRESS, when given, hears (parsed so far, to parse) after each one: parsing is the long step.
+    """
     cached = catalog.parsed_keys()
     failed, rows = set(), []
     changed = [s for s in sources if keys[s.name] not in cached]
-    for source, result in parse_all(site, changed, _parse_for_catalog):
+    for done, (source, result) in enumerate(parse_all(site, changed, _parse_for_catalog), start=1):
+        if on_progress:
+            on_progress(done, len(changed))
         if isinstance(result, str):
             report.errors.append(result)
             failed.add(source.name)
@@ -312,16 +317,17 @@ def _parse_changed(site: Site, catalog: Catalog, sources: list[Source], keys: di
 _one_build_at_a_time = threading.Lock()  # the service's build and digest jobs may overlap
 
 
-def build(site: Site, *, now: datetime | None = None) -> BuildReport:
+def build(site: Site, *, now: datetime | None = None,
+          on_progress: Callable[[int, int], None] | None = None) -> BuildReport:
     """Publish the site; return what was published, written and found wrong.
 
     Another build of the same site, in this process or another, is waited for.
     """
     with _one_build_at_a_time, BuildLock(site.state_dir):
-        return _build(site, now or datetime.now(site.tz))
+        return _build(site, now or datetime.now(site.tz), on_progress)
 
 
-def _build(site: Site, now: datetime) -> BuildReport:
+def _build(site: Site, now: datetime, on_progress: Callable[[int, int], None] | None = None) -> BuildReport:
     report = BuildReport()
     found = content_files(site)
     report.warnings.extend(language_warnings(site))
@@ -333,7 +339,7 @@ def _build(site: Site, now: datetime) -> BuildReport:
         readable = [s for s in found.articles if s.name in hashes]
         context = _digest(site.fingerprint(), code_fingerprint())
         keys = {s.name: _digest(hashes[s.name], context, s.name) for s in readable}
-        failed = _parse_changed(site, catalog, readable, keys, report)
+        failed = _parse_changed(site, catalog, readable, keys, report, on_progress)
 
         wanted = {keys[s.name] for s in readable if s.name not in failed}
         listed = {}

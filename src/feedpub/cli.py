@@ -34,8 +34,10 @@ def build(site) -> None:
     Example: feedpub build --site my-site
     """
     from .build import build as run_build
+    from .progress import bar
 
-    report = run_build(site)
+    with bar("building", delay=1.0) as progress:  # a quick build prints what it always did
+        report = run_build(site, on_progress=progress.update)
     report_problems(report.errors, report.warnings)
     click.echo(
         f"{count(len(report.published), 'article')} published; parsed {report.parsed}, "
@@ -156,26 +158,20 @@ def _run_send(site, store) -> None:
 
 
 class _progress:
-    """A rich progress bar on a terminal; a log line every few seconds otherwise."""
+    """A progress bar on a terminal; a log line every few seconds otherwise."""
 
     def __init__(self, total: int) -> None:
         import time
 
-        self.total, self.clock, self.last = total, time.monotonic, time.monotonic()
-        self.bar = None
-        if sys.stdout.isatty() and total:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from .progress import bar
 
-            self.bar = Progress(TextColumn("sending"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("{task.fields[detail]}"), TimeRemainingColumn())
-            self.task = self.bar.add_task("send", total=total, detail="")
-            self.bar.start()
+        self.total, self.clock, self.last = total, time.monotonic, time.monotonic()
+        self.bar = bar("sending", total) if total else None
 
     def __call__(self, report) -> None:
         done = report.sent + report.failed + report.retrying
-        if self.bar is not None:
-            self.bar.update(self.task, completed=done,
-                            detail=f"{report.failed} failed · {report.retrying} retrying")
+        if self.bar is not None and self.bar.on_terminal:
+            self.bar.update(done, detail=f"{report.failed} failed · {report.retrying} retrying")
         elif self.clock() - self.last >= 5:
             self.last = self.clock()
             click.echo(f"sending: {report.sent} sent, {report.failed} failed, {report.retrying} retrying "
@@ -183,24 +179,31 @@ class _progress:
 
     def close(self) -> None:
         if self.bar is not None:
-            self.bar.stop()
+            self.bar.close()
 
 
 @main.command()
 @click.option("--retry-failed", "retry_failed", is_flag=True,
               help="First put failed messages back in the queue (of ISSUE only, when given).")
-@click.argument("issue", required=False, type=int)
+@click.option("--test", "test_address", metavar="ADDRESS",
+              help="Mail only ADDRESS the digest's current preview ([test] subject); record nothing.")
+@click.argument("issue", required=False, metavar="[ISSUE | DIGEST]")
 @site_option
-def send(site, retry_failed: bool, issue: int | None) -> None:
+def send(site, retry_failed: bool, test_address: str | None, issue: str | None) -> None:
     """Send every queued message; after a crash, resume where it stopped.
 
     Exits 0 when all went, 1 when some messages failed, 75 when the mail
     server could not be used or the send was stopped (the rest stays queued).
-    Example: feedpub send --retry-failed
+    Example: feedpub send --retry-failed, or feedpub send --test you@example.org weekly
     """
     from .jobs import open_store
     from .ledger import Ledger
 
+    if test_address is not None:
+        from .testsend import run_test_send
+
+        return run_test_send(site, test_address, issue)
+    issue = click.INT.convert(issue, None, None) if issue is not None else None
     if issue is not None and not retry_failed:
         raise click.UsageError("an ISSUE is only for --retry-failed")
     require_key(site)

@@ -9,6 +9,7 @@ import click
 
 from ._cli import now, site_option
 from .languages import count
+from .progress import bar
 
 
 @click.group()
@@ -103,26 +104,47 @@ def subscribers_export(site) -> None:
 @subscribers.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--list", "lists", multiple=True, help="Put everyone imported on this list too.")
+@click.option("--encoding", help="The file's encoding when it is not UTF-8: latin-1, cp1252...")
 @site_option
-def subscribers_import(site, file: Path, lists: tuple[str, ...]) -> None:
+def subscribers_import(site, file: Path, lists: tuple[str, ...], encoding: str | None) -> None:
     """Import subscribers from a CSV file with a header row: email, name, lists.
 
-    Bad rows are reported and skipped; addresses that unsubscribed or bounced
-    are never reactivated. Example: feedpub subscribers import readers.csv --list weekly
+    Bad rows are reported by line and skipped; an address met twice keeps its
+    first row; addresses that unsubscribed or bounced are never reactivated.
+    Example: feedpub subscribers import readers.csv --list weekly --encoding cp1252
     """
-    from .jobs import open_store
-    from .subscribers import Subscribers, import_csv
+    import codecs
 
+    from .csvimport import import_csv
+    from .jobs import open_store
+    from .schedule import load_schedule
+    from .subscribers import Subscribers
+
+    if encoding:
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise click.BadParameter(f"{encoding!r} is not an encoding Python knows", param_hint="--encoding")
+    # A list no digest sends to is most often a typo; it is warned about, not refused,
+    # since a list may be filled before its digest is added to schedule.yaml.
+    known = {digest.list for digest in load_schedule(site.root, site.timezone).digests.values()}
+    for name in dict.fromkeys(lists):
+        if name not in known:
+            click.echo(f"warning: --list {name}: no digest in schedule.yaml sends to this list", err=True)
     store = open_store(site)
     try:
-        report = import_csv(Subscribers(store), file, extra_lists=lists, now=now(site))
+        with bar("importing") as progress:
+            report = import_csv(Subscribers(store), file, extra_lists=lists, now=now(site), encoding=encoding,
+                                known_lists=known, on_row=lambda done, total: progress.update(done, total))
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     finally:
         store.close()
-    for line in report.errors:
-        click.echo(f"error: {line}", err=True)
+    for level, line in report.messages:
+        click.echo(f"{level}: {line}", err=True)
+    duplicates = f", {count(report.duplicates, 'duplicate row')} skipped" if report.duplicates else ""
     click.echo(f"{report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
-               f"{len(report.refused)} not reactivated (unsubscribed or bounced), {count(len(report.errors), 'bad row')}")
+               f"{len(report.refused)} not reactivated (unsubscribed or bounced), {count(len(report.errors), 'bad row')}"
+               f"{duplicates}")
     if report.errors:
         sys.exit(1)

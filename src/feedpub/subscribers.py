@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import csv
-import io
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import delete, func, insert, select, update
@@ -17,7 +15,6 @@ from .errors import FeedpubError
 from .store import Store, deliveries, subscribers, subscriptions
 
 STATUSES = ("pending", "active", "unsubscribed", "bounced", "complained")
-IMPORT_BATCH = 250  # rows per transaction of a CSV import
 _LIST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
 
@@ -233,63 +230,3 @@ class Subscribers:
             writer.writerow([s.email, s.name, " ".join(s.lists), s.status, s.source, s.created_at.isoformat()])
             count += 1
         return count
-
-
-@dataclass
-class ImportReport:
-    added: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    refused: list[str] = field(default_factory=list)  # unsubscribed or bounced: never reactivated
-    errors: list[str] = field(default_factory=list)  # "FILE.csv:line: reason"
-
-
-def import_csv(book: Subscribers, path: Path, *, extra_lists: Iterable[str] = (), now: datetime) -> ImportReport:
-    """Add the subscribers of a CSV file with a header row: email, name, lists.
-
-    Lists in a cell are separated by spaces, commas or semicolons. Each bad row
-    is reported and skipped; importing a file twice adds no one.
-    """
-    report = ImportReport()
-    label = path.name
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SubscriberError(f"{label}: cannot be read ({exc})") from None
-    reader = csv.DictReader(io.StringIO(text))
-    fields = [f.strip().lower() for f in reader.fieldnames or []]
-    if "email" not in fields:
-        raise SubscriberError(f"{label}:1: the header row must name an 'email' column")
-    reader.fieldnames = fields
-    extra = _check_lists(extra_lists)
-    # Commits every IMPORT_BATCH rows: one transaction for a whole file would hold the
-    # write lock for as long as the import runs, and every sign-up and send meanwhile
-    # would wait on it, then fail. Importing twice adds no one, so a file cut short
-    # by a crash is imported again whole.
-    rows = iter(reader)
-    while True:
-        with book.engine.begin() as db:
-            done = 0
-            for row in rows:
-                _import_row(book, db, row, reader.line_num, label, extra, now, report)
-                done += 1
-                if done == IMPORT_BATCH:
-                    break
-        if done < IMPORT_BATCH:
-            return report
-
-
-def _import_row(book: Subscribers, db, row: dict, line: int, label: str, extra: tuple[str, ...],
-                now: datetime, report: ImportReport) -> None:
-    try:
-        lists = re.split(r"[\s,;]+", (row.get("lists") or "").strip())
-        outcome, subscriber = book.upsert(
-            row.get("email") or "", name=row.get("name") or "", lists=[*lists, *extra],
-            source=f"import:{label}", now=now, db=db)
-    except ValueError as exc:
-        report.errors.append(f"{label}:{line}: {exc}")
-        return
-    if outcome == "refused":
-        report.refused.append(subscriber.email)
-    else:
-        setattr(report, outcome, getattr(report, outcome) + 1)
