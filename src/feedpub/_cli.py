@@ -50,7 +50,14 @@ def now(site) -> datetime:
 
 
 def configure_logging() -> None:
+    """Log lines on stderr, each stamped with an ISO time that carries its offset."""
     import logging
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    class ZonedFormatter(logging.Formatter):
+        def formatTime(self, record, datefmt=None) -> str:  # noqa: N802 (logging's name)
+            return datetime.fromtimestamp(record.created).astimezone().isoformat(timespec="seconds")
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(ZonedFormatter("%(asctime)s %(levelname)s %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     logging.getLogger("apscheduler").setLevel(logging.WARNING)

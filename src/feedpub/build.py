@@ -129,18 +129,18 @@ def parse_all(site: Site, sources: list[Source], task=_parse_file) -> Iterator[t
 
 
 def choose_slugs(site: Site, articles: dict[str, Listing], log: dict[str, Publication],
-                 now: datetime) -> tuple[dict[str, str], list[str]]:
+                 now: datetime, *, unpublished: bool = False) -> tuple[dict[str, str], list[str]]:
     """Which source publishes under each slug, and the errors of those left out.
 
-    Drafts and articles dated in the future are not published yet. When two
-    sources claim one slug, the one the log already knows keeps it; otherwise
-    the first by path.
+    Drafts and articles dated in the future are not published yet, unless
+    UNPUBLISHED (the writer's preview shows them). When two sources claim one
+    slug, the one the log already knows keeps it; otherwise the first by path.
     """
     label = site.content_dir.name
     owners: dict[str, str] = {}
     errors = []
     now = now.astimezone(timezone.utc)  # fixed offsets compare faster than a zone's rules
-    due = [(s, a.slug) for s, a in articles.items() if not a.draft and a.date <= now]
+    due = [(s, a.slug) for s, a in articles.items() if unpublished or (not a.draft and a.date <= now)]
     known = [(s, slug) for s, slug in due if (p := log.get(slug)) is not None and p.source == s]
     for source, slug in known + sorted(set(due) - set(known)):
         if slug in RESERVED_SLUGS:
@@ -153,10 +153,11 @@ def choose_slugs(site: Site, articles: dict[str, Listing], log: dict[str, Public
 
 
 def _publish(site: Site, catalog: Catalog, articles: dict[str, Listing], keys: dict[str, str],
-             hashes: dict[str, str], now: datetime, report: BuildReport) -> list[Published]:
+             hashes: dict[str, str], now: datetime, report: BuildReport,
+             unpublished: bool = False) -> list[Published]:
     """Decide which articles are published, and record new and changed ones in the log."""
     log = catalog.publications()
-    owners, errors = choose_slugs(site, articles, log, now)
+    owners, errors = choose_slugs(site, articles, log, now, unpublished=unpublished)
     report.errors.extend(errors)
     published = []
     for slug, source in owners.items():
@@ -317,17 +318,20 @@ def _parse_changed(site: Site, catalog: Catalog, sources: list[Source], keys: di
 _one_build_at_a_time = threading.Lock()  # the service's build and digest jobs may overlap
 
 
-def build(site: Site, *, now: datetime | None = None,
+def build(site: Site, *, now: datetime | None = None, unpublished: bool = False,
           on_progress: Callable[[int, int], None] | None = None) -> BuildReport:
     """Publish the site; return what was published, written and found wrong.
 
+    With UNPUBLISHED, drafts and future articles are built too: only for a
+    preview site with its own output and state folders.
     Another build of the same site, in this process or another, is waited for.
     """
     with _one_build_at_a_time, BuildLock(site.state_dir):
-        return _build(site, now or datetime.now(site.tz), on_progress)
+        return _build(site, now or datetime.now(site.tz), unpublished, on_progress)
 
 
-def _build(site: Site, now: datetime, on_progress: Callable[[int, int], None] | None = None) -> BuildReport:
+def _build(site: Site, now: datetime, unpublished: bool = False,
+           on_progress: Callable[[int, int], None] | None = None) -> BuildReport:
     report = BuildReport()
     found = content_files(site)
     report.warnings.extend(language_warnings(site))
@@ -350,7 +354,7 @@ def _build(site: Site, now: datetime, on_progress: Callable[[int, int], None] | 
             if source.name in listed:
                 articles[source.name], warnings = listed[source.name]
                 report.warnings.extend(warnings)
-        report.published = _publish(site, catalog, articles, keys, hashes, now, report)
+        report.published = _publish(site, catalog, articles, keys, hashes, now, report, unpublished)
         links = article_links.permalinks(site, [p.article for p in report.published])
         linking = catalog.linking_keys({p.key for p in report.published})
         report.warnings.extend(article_links.source_problems(site, [p.article.source for p in report.published

@@ -142,7 +142,7 @@ def _run_send(site, store) -> None:
     if report.slowed_to is not None:
         click.echo(f"the server asked to slow down: sending at {report.slowed_to:.2g} messages/s", err=True)
     if report.transport_error:
-        when = f"{report.retry_at.astimezone(site.tz):%H:%M:%S}" if report.retry_at else "later"
+        when = f"{report.retry_at.astimezone(site.tz):%H:%M:%S %Z}" if report.retry_at else "later"
         click.echo(f"transport down: {report.transport_error}; unsent messages stay queued "
                    f"(the service tries again at {when}; `feedpub send` tries now)", err=True)
     state = "stopped" if report.stopped else "done"
@@ -246,7 +246,7 @@ def status(site) -> None:
             upcoming = next_fire(digest.cron, schedule.tz, moment) if digest.cron else None
             last = store.last_window(name)
             upcoming_text = f"{upcoming:%Y-%m-%d %H:%M %Z}" if upcoming else "never (no cron)"
-            last_text = f"{last.astimezone(schedule.tz):%Y-%m-%d %H:%M}" if last else "none"
+            last_text = f"{last.astimezone(schedule.tz):%Y-%m-%d %H:%M %Z}" if last else "none"
             click.echo(f"  {name}: list {digest.list}, next {upcoming_text}, last window {last_text}")
         health = read_health(store)
         outcomes = issue_outcomes(store, [row.issue_id for row in rows])
@@ -256,8 +256,8 @@ def status(site) -> None:
         if transport.last_error and transport.faults:
             retry = transport.retry_at.astimezone(site.tz) if transport.retry_at else None
             click.echo(f"transport {transport.name}: {transport.last_error} "
-                       f"(at {transport.last_error_at.astimezone(site.tz):%Y-%m-%d %H:%M:%S}"
-                       + (f"; next try at {retry:%Y-%m-%d %H:%M:%S}" if retry else "") + ")")
+                       f"(at {transport.last_error_at.astimezone(site.tz):%Y-%m-%d %H:%M:%S %Z}"
+                       + (f"; next try at {retry:%Y-%m-%d %H:%M:%S %Z}" if retry else "") + ")")
     click.echo("issues:")
     if not rows:
         click.echo("  no issue yet")
@@ -275,13 +275,19 @@ def status(site) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=int)
 @click.option("--web-only", is_flag=True, help="Serve HTTP without running the schedule.")
+@click.option("--dev", is_flag=True, help="Preview while writing: drafts shown, rebuilt on each change, "
+              "pages reload themselves; no schedule, no mail (--port 0: any free port).")
 @site_option
-def serve(site, host: str, port: int, web_only: bool) -> None:
+def serve(site, host: str, port: int, web_only: bool, dev: bool) -> None:
     """Run the schedule and serve the site, the archive and subscriptions.
 
     Stops cleanly on SIGTERM or Ctrl-C: a send in progress records the
     messages in flight first. Example: feedpub serve --port 8080
     """
+    if dev:
+        from .devserver import serve_dev
+
+        return serve_dev(site, host=host, port=port)
     import os
     import signal
 
@@ -289,6 +295,7 @@ def serve(site, host: str, port: int, web_only: bool) -> None:
     from .runlock import RunLock
     from .scheduler import Service
     from .schedule import load_schedule
+    from .devserver import local_url
     from .web import create_app
     from .webserver import serve as serve_http
 
@@ -310,7 +317,8 @@ def serve(site, host: str, port: int, web_only: bool) -> None:
         # scheduler below is stopped cleanly instead of the process being killed.
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: service and service.stopping.set())
-        serve_http(app, host=host, port=port, settings=site.web)
+        serve_http(app, host=host, port=port, settings=site.web,
+                   on_ready=lambda bound: click.echo(local_url(host, bound)))
     finally:
         if service is not None:
             service.stop()

@@ -70,7 +70,7 @@ class Service:
             now = self.clock()
             resting = [h for h in read_health(self.store) if h.open(now)]
             if resting:  # the breaker is open: the transport is tried again at its time, not before
-                log.info("send: waiting until %s: %s", f"{resting[0].retry_at.astimezone(self.schedule.tz):%H:%M:%S}",
+                log.info("send: waiting until %s: %s", f"{resting[0].retry_at.astimezone(self.schedule.tz):%H:%M:%S %Z}",
                          resting[0].last_error)
                 return
             report = send_queued(self.site, self.store, environ=self.environ, schedule=self.schedule,
@@ -144,7 +144,7 @@ class Service:
         scheduler.add_job(self.catch_up, id="catch-up")  # once, right away
         scheduler.start()
         self._scheduler = scheduler
-        log.info("scheduler started: %s", ", ".join(f"{job} next at {when:%Y-%m-%d %H:%M}"
+        log.info("scheduler started: %s", ", ".join(f"{job} next at {when:%Y-%m-%d %H:%M %Z}"
                                                     for job, when in self.next_runs().items()))
 
     def stop(self) -> None:

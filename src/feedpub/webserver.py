@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import logging
 import resource
+import socket
 import time
+from collections.abc import Callable
 
 import h11
 import uvicorn
@@ -150,8 +152,29 @@ class _Throttled(logging.Filter):
         return entry[1] <= self.burst
 
 
-def serve(app, *, host: str, port: int, settings: WebSettings) -> None:
-    """Run APP until SIGTERM or SIGINT."""
+class _Server(uvicorn.Server):
+    """uvicorn's server, telling ON_READY the port it listens on once it does (with port 0, the one it got),
+    and ON_STOP when it begins to stop (responses that stream for ever must end then, or it waits)."""
+
+    def __init__(self, config: uvicorn.Config, on_ready: Callable[[int], None] | None,
+                 on_stop: Callable[[], None] | None) -> None:
+        super().__init__(config)
+        self.on_ready, self.on_stop = on_ready, on_stop
+
+    async def startup(self, sockets=None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started and self.on_ready is not None and self.servers:
+            self.on_ready(self.servers[0].sockets[0].getsockname()[1])
+
+    async def shutdown(self, sockets=None) -> None:
+        if self.on_stop is not None:
+            self.on_stop()
+        await super().shutdown(sockets=sockets)
+
+
+def serve(app, *, host: str, port: int, settings: WebSettings, sock: socket.socket | None = None,
+          on_ready: Callable[[int], None] | None = None, on_stop: Callable[[], None] | None = None) -> None:
+    """Run APP until SIGTERM or SIGINT, on SOCK when given (bound already), else on HOST:PORT."""
     files = open_files_allowed()
     max_connections = max(10, min(settings.max_connections, files - FILES_SPARED))
     if max_connections < settings.max_connections:
@@ -168,9 +191,9 @@ def serve(app, *, host: str, port: int, settings: WebSettings) -> None:
         limit_concurrency=max_connections + 1, backlog=BACKLOG,
         timeout_keep_alive=5, h11_max_incomplete_event_size=16_384,
     )
-    server = uvicorn.Server(config)
+    server = _Server(config, on_ready, on_stop)
     try:
-        server.run()
+        server.run(sockets=[sock] if sock is not None else None)
     except KeyboardInterrupt:
         pass
     if not server.started:  # the port is taken, say: uvicorn has logged why
