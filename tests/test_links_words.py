@@ -190,3 +190,16 @@ def test_a_renamed_target_is_followed_on_the_next_build(site_dir):
     assert "warning: content/first.md:6: link to second.md#details: no such article\n" in output
     page = (site.output_dir / "first" / "index.html").read_text(encoding="utf-8")
     assert "part-two/" not in page  # the link no longer names an article: it is left as written
+
+
+def test_templates_have_a_plural_filter(site_dir):
+    from feedpub.templating import environment
+
+    template = environment(site_dir / "templates").from_string(
+        '{{ n | plural("{count} item", "{count} items", lang) }}')
+    assert [template.render(n=n, lang="fr") for n in (0, 1, 2)] == ["0 item", "1 item", "2 items"]
+    assert [template.render(n=n, lang="en") for n in (0, 1, 2)] == ["0 items", "1 item", "2 items"]
+
+
+def test_subscribers_list_counts_in_words(site_dir):
+    assert run("subscribers", "list", "--site", str(site_dir)).output.endswith("0 subscribers\n")
