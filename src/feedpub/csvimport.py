@@ -113,10 +113,13 @@ def import_csv(book: Subscribers, path: Path, *, extra_lists: Iterable[str] = ()
     # write lock for as long as the import runs, and every sign-up and send meanwhile
     # would wait on it, then fail. Importing twice adds no one, so a file cut short
     # by a crash is imported again whole.
+    # Rows are checked before their transaction opens, so it holds the lock only for the writes.
     for first in range(0, len(numbered), IMPORT_BATCH):
+        batch = [(number, state.check(number, line, lines)) for number, line in numbered[first:first + IMPORT_BATCH]]
         with book.engine.begin() as db:
-            for done, (number, line) in enumerate(numbered[first:first + IMPORT_BATCH], start=first + 1):
-                state.row(db, number, line, lines)
+            for done, (number, row) in enumerate(batch, start=first + 1):
+                if row is not None:
+                    state.save(db, *row)
                 if on_row:
                     on_row(done, len(numbered))
     return report
@@ -134,37 +137,41 @@ class _Rows:
     def say(self, level: str, number: int, text: str) -> None:
         self.report.messages.append((level, f"{self.label}:{number}: {text}"))
 
-    def row(self, db, number: int, line: str, lines: list[str]) -> None:
+    def check(self, number: int, line: str, lines: list[str]) -> tuple[str, str, tuple[str, ...]] | None:
+        """(address, name, lists) of the row on line NUMBER, or None when it is reported and skipped."""
         values = _parse(line)
         if values is None:
             self.say("error", number, f"unterminated quote: {_swallowed(lines, number - 1)}; this row is "
                                       f"skipped, the lines after it are read on their own")
-            return
+            return None
         row = dict(zip(self.fields, values))
         address = (row.get("email") or "").strip()
         if not address:
             self.say("error", number, "no address: the email column is empty")
-            return
+            return None
         try:
             email = normalize_address(address)
         except ValueError as exc:
             self.say("error", number, f"{address}: {exc}")
-            return
+            return None
         try:
             lists = _check_lists(re.split(r"[\s,;]+", (row.get("lists") or "").strip()))
         except ValueError as exc:
             self.say("error", number, str(exc))
-            return
+            return None
         if email in self.seen:
             self.report.duplicates += 1
             self.say("warning", number, f"{email}: already on line {self.seen[email]}; the first is kept")
-            return
+            return None
         self.seen[email] = number
         for name in lists:
             if self.known is not None and name not in self.known and name not in self.warned:
                 self.warned.add(name)
                 self.say("warning", number, f"list {name!r}: no digest in schedule.yaml sends to this list")
-        outcome, subscriber = self.book.upsert(email, name=row.get("name") or "", lists=[*lists, *self.extra],
+        return email, row.get("name") or "", lists
+
+    def save(self, db, email: str, name: str, lists: tuple[str, ...]) -> None:
+        outcome, subscriber = self.book.upsert(email, name=name, lists=[*lists, *self.extra],
                                                source=f"import:{self.label}", now=self.now, db=db)
         if outcome == "refused":
             self.report.refused.append(subscriber.email)
