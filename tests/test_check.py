@@ -66,7 +66,7 @@ def test_each_bad_cron_field_and_time_zone(site_dir):
 
 def test_an_undefined_name_in_a_template_is_caught_by_check_and_build(site_dir):
     template = site_dir / "templates" / "article.html.j2"
-    edit(template, "<h1>{{ article.title }}</h1>", "<h1>{{ nope.nope }}</h1>")
+    edit(template, "<h1>{{ article.title }}", "<h1>{{ nope.nope }}")
     line = next(i + 1 for i, text in enumerate(template.read_text().splitlines()) if "nope" in text)
     code, output = check(site_dir)
     assert code == 1 and f"error: templates/article.html.j2:{line}: 'nope' is undefined\n" in output
