@@ -47,7 +47,7 @@ def test_empty_address_and_duplicates_first_wins(site_dir, tmp_path):
     assert result.output.splitlines() == [
         "error: members.csv:3: no address: the email column is empty",
         "warning: members.csv:4: ada@bücher.example: already on line 2; the first is kept",
-        "1 added, 0 updated, 0 unchanged, 0 not reactivated (unsubscribed or bounced), 1 bad rows, "
+        "1 added, 0 updated, 0 unchanged, 0 not reactivated (unsubscribed or bounced), 1 bad row, "
         "1 duplicate row skipped",
     ]
     assert listing(site_dir)[0] == "ada@bücher.example\tAda\tactive\tweekly"

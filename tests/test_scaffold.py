@@ -62,7 +62,7 @@ def test_init_then_build_then_check_are_clean(tmp_path, monkeypatch):
 
     result = run("build", "--site", str(site))
     assert result.exit_code == 0, result.output
-    assert result.output.startswith("1 articles published")
+    assert result.output.startswith("1 article published")
     result = run("check", "--site", str(site))
     assert (result.exit_code, result.output) == (0, "all clean\n")
 
