@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from click.testing import CliRunner
 
 from feedpub.cli import main
@@ -42,6 +44,8 @@ def test_five_settings_mistakes_in_one_run(site_dir):
     ):
         assert expected + "\n" in output
     assert output.endswith("5 errors, 0 warnings\n") and "Traceback" not in output
+    reported = [int(n) for n in re.findall(r"^error: feedpub\.yaml:(\d+):", output, re.M)]
+    assert reported == sorted(line.values()), "in the order of the file"
 
 
 def test_schedule_yaml_error_names_its_line(site_dir):

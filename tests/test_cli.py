@@ -55,7 +55,7 @@ def test_bad_settings_name_the_key(site_dir):
     assert result.output == "Error: feedpub.yaml: feeds.items: 'many' is not a whole number\n"
     settings.write_text("title: x\nbase_url: ftp://nowhere\n", encoding="utf-8")
     assert run("check", "--site", str(site_dir)).output == (
-        "error: feedpub.yaml:2: base_url: 'ftp://nowhere' is not an absolute http(s) URL\n1 errors, 0 warnings\n"
+        "error: feedpub.yaml:2: base_url: 'ftp://nowhere' is not an absolute http(s) URL\n1 error, 0 warnings\n"
     )
     settings.write_text("title: x\nbase_url: https://a.example/\ntimezone: Mars/Olympus\n", encoding="utf-8")
     assert "feedpub.yaml: timezone: 'Mars/Olympus' is not a known time zone" in run("build", "--site", str(site_dir)).output

@@ -23,7 +23,8 @@ class Findings:
 
     def settings(self, path: Path, problems: list[ConfigError]) -> None:
         lines = key_lines(path)
-        self.errors.extend(locate(p, lines).located() for p in problems)
+        located = sorted((locate(p, lines) for p in problems), key=lambda p: p.line or 0)
+        self.errors.extend(p.located() for p in located)
 
 
 def check_site(root: Path, environ: Mapping[str, str], *, now: datetime | None = None) -> Findings:

@@ -65,7 +65,7 @@ def check(site_dir: Path) -> None:
         click.echo(f"error: {line}", err=True)
     report_problems([], found.warnings)
     if found.errors or found.warnings:
-        click.echo(f"{len(found.errors)} errors, {len(found.warnings)} warnings", err=True)
+        click.echo(f"{count(len(found.errors), 'error')}, {count(len(found.warnings), 'warning')}", err=True)
         if found.errors:
             sys.exit(1)
     else:
