@@ -20,6 +20,7 @@ LOOPBACK = {"localhost", "127.0.0.1", "::1"}
 class Findings:
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what was tried and worked, such as the SMTP login
 
     def settings(self, path: Path, problems: list[ConfigError]) -> None:
         lines = key_lines(path)
@@ -27,15 +28,30 @@ class Findings:
         self.errors.extend(p.located() for p in located)
 
 
-def check_site(root: Path, environ: Mapping[str, str], *, now: datetime | None = None) -> Findings:
+def check_site(root: Path, environ: Mapping[str, str], *, now: datetime | None = None,
+               smtp: bool = False) -> Findings:
+    """Every problem of the site at ROOT; with SMTP, then a login to its mail server too."""
     found = Findings()
-    root = Path(root).resolve()
+    site = _check_files(Path(root).resolve(), environ, now, found)
+    if smtp:
+        if site is None:  # the server settings themselves may be what is wrong
+            found.warnings.append("smtp: not tried until the errors of feedpub.yaml are fixed")
+        else:
+            from .smtpcheck import probe_smtp
+
+            probe = probe_smtp(site, environ)
+            {"note": found.notes, "warning": found.warnings, "error": found.errors}[probe.level].append(probe.line)
+    return found
+
+
+def _check_files(root: Path, environ: Mapping[str, str], now: datetime | None, found: Findings) -> Site | None:
+    """Check settings, schedule, content, templates and mail setup; the Site when its settings are sound."""
     problems: list[ConfigError] = []
     try:
         site = load_site(root, problems)
     except ConfigError as exc:
         found.errors.append(exc.located())
-        return found
+        return None
     found.settings(root / SETTINGS_FILE, problems)
     schedule_problems: list[ConfigError] = []
     try:
@@ -45,7 +61,7 @@ def check_site(root: Path, environ: Mapping[str, str], *, now: datetime | None =
         schedule = None
     found.settings(root / SCHEDULE_FILE, schedule_problems)
     if problems:  # the rest needs settings that mean what they say
-        return found
+        return None
     now = now or datetime.now(site.tz)
     from .build import check as content_check
 
@@ -65,7 +81,7 @@ def check_site(root: Path, environ: Mapping[str, str], *, now: datetime | None =
         found.errors.append(locate(exc, key_lines(root / SETTINGS_FILE)).located())
     if "email" in site.raw:
         _mail(site, found)
-    return found
+    return site
 
 
 def _trial_render(site: Site, schedule: Schedule | None, now: datetime, found: Findings, root: Path) -> None:

@@ -51,16 +51,19 @@ def build(site) -> None:
 @main.command()
 @click.option("--site", "site_dir", type=click.Path(file_okay=False, path_type=Path), default=".",
               show_default=True, help="The site folder (holding feedpub.yaml).")
-def check(site_dir: Path) -> None:
+@click.option("--smtp", is_flag=True, help="Then log in to the SMTP server of email.smtp, sending nothing.")
+def check(site_dir: Path, smtp: bool) -> None:
     """Check settings, schedule, templates, content and mail setup, writing nothing.
 
-    Every problem is one line; exits 0 when there is no error. Example: feedpub check
+    Every problem is one line; exits 0 when there is no error. Example: feedpub check --smtp
     """
     import os
 
     from .checks import check_site
 
-    found = check_site(site_dir, os.environ)
+    found = check_site(site_dir, os.environ, smtp=smtp)
+    for line in found.notes:
+        click.echo(line)
     for line in found.errors:  # what must be fixed first
         click.echo(f"error: {line}", err=True)
     report_problems([], found.warnings)

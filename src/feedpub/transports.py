@@ -65,6 +65,14 @@ class TransportFault(DeliveryFailure):
         self.lasting = lasting
 
 
+class LoginRefused(TransportFault):
+    """The server refused the account's login; `server_reply` is its own words, code first."""
+
+    def __init__(self, code: int, server_reply: str, where: str) -> None:
+        super().__init__(code, f"login refused by {where}: {server_reply}")
+        self.server_reply = f"{code} {server_reply}"
+
+
 class Throttled(TransportFault):
     """The server asks us to slow down (421, or 450/451 4.7.x with words of rate or volume)."""
 
@@ -132,11 +140,12 @@ class SMTPTransport:
                 if s.security == "starttls":
                     smtp.starttls(context=ssl.create_default_context())
             smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            smtp.ehlo_or_helo_if_needed()  # here, so that a refused greeting is a connection fault too
             if s.username:
                 smtp.login(s.username, self.password or "")
         except smtplib.SMTPAuthenticationError as exc:
             _close_quietly(smtp)
-            raise TransportFault(exc.smtp_code, f"login refused by {where}: {_text(exc.smtp_error)}") from exc
+            raise LoginRefused(exc.smtp_code, _text(exc.smtp_error), where) from exc
         except smtplib.SMTPResponseException as exc:
             _close_quietly(smtp)
             raise _server_reply(exc.smtp_code, exc.smtp_error) from exc
@@ -150,6 +159,15 @@ class SMTPTransport:
             raise TransportFault(None, f"cannot connect to {where}: {exc or type(exc).__name__}") from exc
         self._sent_here = 0
         return smtp
+
+    def try_connection(self) -> None:
+        """Connect, greet, STARTTLS and log in exactly as sending does, then QUIT: nothing is sent.
+
+        Raises the TransportFault that the first message would have met.
+        """
+        self.close()
+        self._smtp = self._connect()
+        self.close()
 
     def send(self, sender: str, recipient: str, message: bytes, *, smtputf8: bool = False,
              while_waiting: Callable[[], None] | None = None) -> None:
