@@ -110,7 +110,7 @@ def test_reports_bounce_suppress_and_unsubscribe_each_once(site_dir, sink, smtp_
         "exim plain, auto-submitted": plain(
             bounce_to[addresses[7]], "Mail delivery failed: returning message to sender",
             f"  {addresses[7]}\r\n    host mx.example.net [192.0.2.1]\r\n    SMTP error from remote mail server "
-            f"after RCPT TO:<{addresses[7]}>:\r\n    550 5.1.1 User unknown", extra="Auto-Submitted: auto-replied\r\n"
+            f"after RCPT TO:<{addresses[7]}>:\r\n    550 5.1.1 User unknown", extra="Auto-Submitted: auto-generated\r\n"
         ).replace(b"From: someone@example.net", b"From: Mail Delivery System <Mailer-Daemon@mx.example.net>"),
         "after re-subscribing": dsn(bounce_to[addresses[6]], addresses[6], "5.1.1", "failed", "550 5.1.1 unknown"),
         "garbage": b"\x00\xff not a message at all \r\n\r\n\x00",
@@ -163,18 +163,30 @@ def test_reports_bounce_suppress_and_unsubscribe_each_once(site_dir, sink, smtp_
 
 
 def test_three_other_permanent_failures_within_thirty_days_suppress_a_reader(site_dir, sink, smtp_server):
+    from feedpub.verp import Verp
+
     site, store, schedule = bounce_site(site_dir, smtp_server.port)
     (address,) = subscribe(store, 1)
     compose(site, store, schedule)
     send_queued(site, store, environ=ENV, schedule=schedule)
-    bounce_to = sink.received[0][0]
+    # Two more messages sent to the same reader (confirmations, outside any issue): three ledger rows.
+    with store.engine.begin() as db:
+        first = db.execute(select(deliveries)).one()._asdict()
+        rows = [first["id"]] + [db.execute(deliveries.insert().values(
+            {**first, "id": None, "kind": "confirm", "issue_id": None, "message_id": f"<again-{n}@ia-insights.example.org>"})).inserted_primary_key[0]
+            for n in (1, 2)]
+    verp = Verp(RETURN_PATH, ENV["FEEDPUB_SECRET_KEY"])
     box = mailbox.Maildir(site_dir / "bounces", create=True)
     book = Subscribers(store)
-    for n in range(3):
-        box.add(dsn(bounce_to, address, "5.7.1", "failed", f"550 5.7.1 policy refusal {n}").replace(
+    # The first message's failure reported twice, by two reports: one failed message, not two.
+    for n, row in enumerate([rows[0], rows[0], rows[1], rows[2]]):
+        box.add(dsn(verp.address(row), address, "5.7.1", "failed", f"550 5.7.1 policy refusal {n}").replace(
             b"<dsn-", f"<dsn{n}-".encode()))
-        CliRunner().invoke(main, ["bounces", "--site", str(site_dir)], env=ENV)
-        assert book.get(address).status == ("bounced" if n == 2 else "active")
+        result = CliRunner().invoke(main, ["bounces", "--site", str(site_dir)], env=ENV)
+        assert "1 hard" in result.output
+        assert book.get(address).status == ("bounced" if n == 3 else "active")
+    status = CliRunner().invoke(main, ["status", "--site", str(site_dir)], env=ENV).output
+    assert "1 sent" in status and "1 hard / 0 soft bounces (100.00 %)" in status  # its row, not its 2 reports
     store.close()
 
 
@@ -306,7 +318,7 @@ def test_replies_by_people_and_their_robots_are_never_bounces():
     assert [reader.read(m).kind for m in (vacation, challenge)] == ["auto-reply", "auto-reply"]
     assert reader.read(dated).kind == "unknown"
     exim = plain(ours, "Mail delivery failed: returning message to sender", "550 5.1.1 User unknown",
-                 extra="Auto-Submitted: auto-replied\r\n").replace(b"From: someone@example.net",
+                 extra="Auto-Submitted: auto-generated\r\n").replace(b"From: someone@example.net",
                                                                   b"From: Mail Delivery System <Mailer-Daemon@mx.example>")
     qmail = plain(ours, "failure notice", "Sorry, no mailbox here by that name. (#5.1.1)").replace(
         b"From: someone@example.net", b"From: MAILER-DAEMON@mx.example")
