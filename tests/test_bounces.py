@@ -174,9 +174,9 @@ def test_three_other_permanent_failures_within_thirty_days_suppress_a_reader(sit
     # Two more messages sent to the same reader (confirmations, outside any issue): three ledger rows.
     with store.engine.begin() as db:
         first = db.execute(select(deliveries)).one()._asdict()
-        rows = [first["id"]] + [db.execute(deliveries.insert().values(
-            {**first, "id": None, "kind": "confirm", "issue_id": None, "message_id": f"<again-{n}@ia-insights.example.org>"})).inserted_primary_key[0]
-            for n in (1, 2)]
+        again = [{**first, "id": None, "kind": "confirm", "issue_id": None,
+                  "message_id": f"<again-{n}@ia-insights.example.org>"} for n in (1, 2)]
+        rows = [first["id"]] + [db.execute(deliveries.insert().values(row)).inserted_primary_key[0] for row in again]
     verp = Verp(RETURN_PATH, ENV["FEEDPUB_SECRET_KEY"])
     box = mailbox.Maildir(site_dir / "bounces", create=True)
     book = Subscribers(store)
@@ -322,8 +322,8 @@ def test_replies_by_people_and_their_robots_are_never_bounces():
     assert [reader.read(m).kind for m in (vacation, challenge)] == ["auto-reply", "auto-reply"]
     assert reader.read(dated).kind == "unknown"
     exim = plain(ours, "Mail delivery failed: returning message to sender", "550 5.1.1 User unknown",
-                 extra="Auto-Submitted: auto-generated\r\n").replace(b"From: someone@example.net",
-                                                                  b"From: Mail Delivery System <Mailer-Daemon@mx.example>")
+                 extra="Auto-Submitted: auto-generated\r\n").replace(
+        b"From: someone@example.net", b"From: Mail Delivery System <Mailer-Daemon@mx.example>")
     qmail = plain(ours, "failure notice", "Sorry, no mailbox here by that name. (#5.1.1)").replace(
         b"From: someone@example.net", b"From: MAILER-DAEMON@mx.example")
     assert [(reader.read(m).kind, reader.read(m).status) for m in (exim, qmail)] == [("hard", "5.1.1")] * 2
@@ -404,7 +404,8 @@ def test_header_bytes_that_are_not_utf8_and_deep_nesting_never_stop_a_read(site_
     good = dsn(ours, addresses[0], "5.1.1", "failed", "550 5.1.1 no such user")
     odd = [good.replace(b"<dsn-", f"<odd{n}-".encode()).replace(field, field[:-1] + b"\xff" + field[-1:])
            for n, field in enumerate([b"Action: failed", b"Status: 5.1.1", b"Final-Recipient: rfc822;"])]
-    odd.append(complaint(bounce_to[addresses[1]], "Subject: x\r\n").replace(b"Feedback-Type: abuse", b"Feedback-Type: ab\xffuse"))
+    odd.append(complaint(bounce_to[addresses[1]], "Subject: x\r\n").replace(b"Feedback-Type: abuse",
+                                                                            b"Feedback-Type: ab\xffuse"))
     for header in (b"Auto-Submitted: auto-\xffreplied", b"Precedence: bu\xfflk", b"Original-Recipient: rfc822;\xff"):
         odd.append(plain(ours, "Mail delivery failed", "550 5.1.1 User unknown", extra=header.decode("latin-1")
                          + "\r\n", message_id=f"plain-{len(odd)}").replace(b"\xc3\xbf", b"\xff"))

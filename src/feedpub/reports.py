@@ -26,6 +26,7 @@ from email import policy
 from email.header import Header
 from email.message import Message
 from email.parser import BytesHeaderParser, HeaderParser
+from email.utils import collapse_rfc2231_value
 
 from .verp import Verp
 
@@ -121,7 +122,9 @@ class ReportReader:
     def read(self, raw: bytes) -> Report:
         message = email.message_from_bytes(raw, policy=policy.compat32)
         key = _one_line(message.get("Message-ID")) or "sha256:" + hashlib.sha256(raw).hexdigest()
-        report_type = _text(message.get_param("report-type", "", header="content-type") or "").lower()
+        # An RFC 2231 parameter comes back as a (charset, language, value) tuple.
+        report_type = collapse_rfc2231_value(message.get_param("report-type", "", header="content-type") or "")
+        report_type = _text(report_type).lower()
         original = self._original(message)
         row = self._row(message, original)
         # Two different reports may share a Message-ID (the sender chooses it): the row is part of the key.
