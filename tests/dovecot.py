@@ -21,7 +21,7 @@ from pathlib import Path
 from .postfix import free_port
 
 DOVECOT = Path("/usr/sbin/dovecot")
-USER, PASSWORD = "reports", "a-test-password"
+USER, PASSWORD = "reports@ia-insights.example.org", "a-test-password"  # a login that is an address
 
 
 def available() -> str | None:

@@ -12,9 +12,11 @@ import email
 import imaplib
 import mailbox
 import os
+import socket
 import ssl
 from datetime import datetime, timedelta
 from email import policy
+from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
@@ -110,7 +112,7 @@ def test_reports_bounce_suppress_and_unsubscribe_each_once(site_dir, sink, smtp_
         "exim plain, auto-submitted": plain(
             bounce_to[addresses[7]], "Mail delivery failed: returning message to sender",
             f"  {addresses[7]}\r\n    host mx.example.net [192.0.2.1]\r\n    SMTP error from remote mail server "
-            f"after RCPT TO:<{addresses[7]}>:\r\n    550 5.1.1 User unknown", extra="Auto-Submitted: auto-replied\r\n"
+            f"after RCPT TO:<{addresses[7]}>:\r\n    550 5.1.1 User unknown", extra="Auto-Submitted: auto-generated\r\n"
         ).replace(b"From: someone@example.net", b"From: Mail Delivery System <Mailer-Daemon@mx.example.net>"),
         "after re-subscribing": dsn(bounce_to[addresses[6]], addresses[6], "5.1.1", "failed", "550 5.1.1 unknown"),
         "garbage": b"\x00\xff not a message at all \r\n\r\n\x00",
@@ -163,18 +165,30 @@ def test_reports_bounce_suppress_and_unsubscribe_each_once(site_dir, sink, smtp_
 
 
 def test_three_other_permanent_failures_within_thirty_days_suppress_a_reader(site_dir, sink, smtp_server):
+    from feedpub.verp import Verp
+
     site, store, schedule = bounce_site(site_dir, smtp_server.port)
     (address,) = subscribe(store, 1)
     compose(site, store, schedule)
     send_queued(site, store, environ=ENV, schedule=schedule)
-    bounce_to = sink.received[0][0]
+    # Two more messages sent to the same reader (confirmations, outside any issue): three ledger rows.
+    with store.engine.begin() as db:
+        first = db.execute(select(deliveries)).one()._asdict()
+        again = [{**first, "id": None, "kind": "confirm", "issue_id": None,
+                  "message_id": f"<again-{n}@ia-insights.example.org>"} for n in (1, 2)]
+        rows = [first["id"]] + [db.execute(deliveries.insert().values(row)).inserted_primary_key[0] for row in again]
+    verp = Verp(RETURN_PATH, ENV["FEEDPUB_SECRET_KEY"])
     box = mailbox.Maildir(site_dir / "bounces", create=True)
     book = Subscribers(store)
-    for n in range(3):
-        box.add(dsn(bounce_to, address, "5.7.1", "failed", f"550 5.7.1 policy refusal {n}").replace(
+    # The first message's failure reported twice, by two reports: one failed message, not two.
+    for n, row in enumerate([rows[0], rows[0], rows[1], rows[2]]):
+        box.add(dsn(verp.address(row), address, "5.7.1", "failed", f"550 5.7.1 policy refusal {n}").replace(
             b"<dsn-", f"<dsn{n}-".encode()))
-        CliRunner().invoke(main, ["bounces", "--site", str(site_dir)], env=ENV)
-        assert book.get(address).status == ("bounced" if n == 2 else "active")
+        result = CliRunner().invoke(main, ["bounces", "--site", str(site_dir)], env=ENV)
+        assert "1 hard" in result.output
+        assert book.get(address).status == ("bounced" if n == 3 else "active")
+    status = CliRunner().invoke(main, ["status", "--site", str(site_dir)], env=ENV).output
+    assert "1 sent" in status and "1 hard / 0 soft bounces (100.00 %)" in status  # its row, not its 2 reports
     store.close()
 
 
@@ -199,10 +213,12 @@ def test_reports_are_read_from_a_real_imap_server_over_tls(site_dir, sink, smtp_
         server.deliver(complaint("fbl@ia-insights.example.org", quoted))
         server.deliver(b"Subject: what is this\r\n\r\nnothing feedpub knows\r\n")
 
+        unset = CliRunner().invoke(main, ["bounces", "--site", str(site_dir)], env=ENV)
+        assert unset.exit_code == 1 and "Error: bounces: FEEDPUB_BOUNCES_PASSWORD is not set" in unset.output
         wrong = CliRunner().invoke(main, ["bounces", "--site", str(site_dir)],
                                    env={**ENV, "FEEDPUB_BOUNCES_PASSWORD": "wrong"})
         assert wrong.exit_code == 1
-        assert "refused reports (password in FEEDPUB_BOUNCES_PASSWORD)" in wrong.output
+        assert f"refused {dovecot.USER} (password in FEEDPUB_BOUNCES_PASSWORD)" in wrong.output
         env = {**ENV, "FEEDPUB_BOUNCES_PASSWORD": dovecot.PASSWORD}
         first = CliRunner().invoke(main, ["bounces", "--site", str(site_dir)], env=env)
         assert first.exit_code == 0, first.output
@@ -306,8 +322,163 @@ def test_replies_by_people_and_their_robots_are_never_bounces():
     assert [reader.read(m).kind for m in (vacation, challenge)] == ["auto-reply", "auto-reply"]
     assert reader.read(dated).kind == "unknown"
     exim = plain(ours, "Mail delivery failed: returning message to sender", "550 5.1.1 User unknown",
-                 extra="Auto-Submitted: auto-replied\r\n").replace(b"From: someone@example.net",
-                                                                  b"From: Mail Delivery System <Mailer-Daemon@mx.example>")
+                 extra="Auto-Submitted: auto-generated\r\n").replace(
+        b"From: someone@example.net", b"From: Mail Delivery System <Mailer-Daemon@mx.example>")
     qmail = plain(ours, "failure notice", "Sorry, no mailbox here by that name. (#5.1.1)").replace(
         b"From: someone@example.net", b"From: MAILER-DAEMON@mx.example")
     assert [(reader.read(m).kind, reader.read(m).status) for m in (exim, qmail)] == [("hard", "5.1.1")] * 2
+
+
+def test_an_imap_login_that_is_an_address_is_split_at_its_last_at_and_decoded():
+    from feedpub.settings import Section
+    from feedpub.mailboxes import imap_utf7, mailbox_settings
+
+    def settings(url: str):
+        return mailbox_settings(Section({"mailbox": url}, "feedpub.yaml", "bounces."), Path("."))
+
+    for url in ("imaps://bounces@example.org@mail.example.org:993/INBOX",
+                "imaps://bounces%40example.org@mail.example.org/INBOX"):
+        found = settings(url)
+        assert (found.user, found.host, found.port, found.folder) == ("bounces@example.org", "mail.example.org",
+                                                                      993, "INBOX")
+    # RFC 3501's own example, and an ampersand
+    assert imap_utf7("~peter/mail/\u53f0\u5317/\u65e5\u672c\u8a9e") == "~peter/mail/&U,BTFw-/&ZeVnLIqe-"
+    assert imap_utf7("R\u00fcckl\u00e4ufer & co") == "R&APw-ckl&AOQ-ufer &- co"
+
+
+def test_a_folder_not_in_ascii_and_a_connection_dropped_midway_on_a_real_imap_server(site_dir, sink, smtp_server):
+    from feedpub.errors import FeedpubError
+    from feedpub.mailboxes import IMAPSource, mailbox_settings
+    from feedpub.settings import Section
+
+    reason = dovecot.available()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run this test: {reason}")
+        pytest.skip(reason)
+    folder = "R\u00fcckl\u00e4ufer"
+    with dovecot.Dovecot() as server:
+        mail_settings(site_dir, smtp_server.port, extra=f"  return_path: {RETURN_PATH}\n")
+        url = f"imaps://{dovecot.USER.replace('@', '%40')}@127.0.0.1:{server.port}/{folder}"
+        with open(site_dir / "feedpub.yaml", "a", encoding="utf-8") as settings:
+            settings.write(f"bounces:\n  mailbox: {url}\n  ca_file: {server.ca_file}\n")
+        site, store, schedule = open_world(site_dir)
+        addresses = subscribe(store, 2)
+        compose(site, store, schedule)
+        send_queued(site, store, environ=ENV, schedule=schedule)
+        bounce_to = {recipients[0]: sender for sender, recipients, _data in sink.received}
+        imap = imaplib.IMAP4_SSL("127.0.0.1", server.port,
+                                 ssl_context=ssl.create_default_context(cafile=str(server.ca_file)))
+        imap.login(dovecot.USER, dovecot.PASSWORD)
+        assert imap.create('"R&APw-ckl&AOQ-ufer"')[0] == "OK"
+        for n, address in enumerate(addresses):
+            imap.append('"R&APw-ckl&AOQ-ufer"', None, None,
+                        dsn(bounce_to[address], address, "5.1.1", "failed", f"550 5.1.1 no such user {n}"))
+        imap.logout()
+        env = {**ENV, "FEEDPUB_BOUNCES_PASSWORD": dovecot.PASSWORD}
+
+        # Dropped after the first message: one line, and nothing taken that was not acted on.
+        source = IMAPSource(mailbox_settings(Section({"mailbox": url, "ca_file": str(server.ca_file)},
+                                                     "feedpub.yaml", "bounces."), site_dir), env)
+        messages = source.messages()
+        next(messages)
+        source.imap.sock.shutdown(socket.SHUT_RDWR)  # the line goes dead under the reader
+        with pytest.raises(FeedpubError, match="connection to 127.0.0.1:.* was lost while reading"):
+            next(messages)
+        source.close()
+
+        result = CliRunner().invoke(main, ["bounces", "--site", str(site_dir)], env=env)
+        assert result.exit_code == 0, result.output
+        assert "2 hard" in result.output
+        assert [Subscribers(store).get(a).status for a in addresses] == ["bounced", "bounced"]
+        store.close()
+
+
+def test_header_bytes_that_are_not_utf8_and_deep_nesting_never_stop_a_read(site_dir, sink, smtp_server, caplog):
+    site, store, schedule = bounce_site(site_dir, smtp_server.port)
+    addresses = subscribe(store, 2)
+    compose(site, store, schedule)
+    send_queued(site, store, environ=ENV, schedule=schedule)
+    bounce_to = {recipients[0]: sender for sender, recipients, _data in sink.received}
+    ours = bounce_to[addresses[0]]
+    good = dsn(ours, addresses[0], "5.1.1", "failed", "550 5.1.1 no such user")
+    odd = [good.replace(b"<dsn-", f"<odd{n}-".encode()).replace(field, field[:-1] + b"\xff" + field[-1:])
+           for n, field in enumerate([b"Action: failed", b"Status: 5.1.1", b"Final-Recipient: rfc822;"])]
+    odd.append(complaint(bounce_to[addresses[1]], "Subject: x\r\n").replace(b"Feedback-Type: abuse",
+                                                                            b"Feedback-Type: ab\xffuse"))
+    for header in (b"Auto-Submitted: auto-\xffreplied", b"Precedence: bu\xfflk", b"Original-Recipient: rfc822;\xff"):
+        odd.append(plain(ours, "Mail delivery failed", "550 5.1.1 User unknown", extra=header.decode("latin-1")
+                         + "\r\n", message_id=f"plain-{len(odd)}").replace(b"\xc3\xbf", b"\xff"))
+    nested_multipart = b"".join(b'Content-Type: multipart/mixed; boundary="n%d"\r\n\r\n--n%d\r\n' % (n, n)
+                                for n in range(1000)) + b"Content-Type: text/plain\r\n\r\nhi\r\n"
+    nested_message = b"Content-Type: message/rfc822\r\n\r\n" * 1000 + b"Subject: x\r\n\r\nhi\r\n"
+    box = mailbox.Maildir(site_dir / "bounces", create=True)
+    for raw in [*odd, nested_multipart, nested_message, good]:
+        box.add(raw)
+
+    with caplog.at_level("WARNING", logger="feedpub"):
+        result = CliRunner().invoke(main, ["bounces", "--site", str(site_dir)], env=ENV)
+    assert result.exit_code == 0 and result.exception is None, result.output
+    # Each message too deep to parse: one line, then the next message.
+    assert caplog.text.count("not understood: RecursionError") == 2 and "Traceback" not in caplog.text
+    # The good one was read, whatever came first; the odd bytes are read as text where they can be.
+    assert [Subscribers(store).get(a).status for a in addresses] == ["bounced", "complained"]
+    assert "Traceback" not in result.output and "not understood" in result.output
+    store.close()
+
+
+def test_a_quoted_message_id_alone_marks_nobody(site_dir, sink, smtp_server):
+    site, store, schedule = bounce_site(site_dir, smtp_server.port)
+    addresses = subscribe(store, 4)
+    compose(site, store, schedule)
+    send_queued(site, store, environ=ENV, schedule=schedule)
+    message_id = {recipients[0]: email.message_from_bytes(data, policy=policy.default)["Message-ID"]
+                  for _sender, recipients, data in sink.received}
+    box = mailbox.Maildir(site_dir / "bounces", create=True)
+    # Unsigned, to the bare return path, quoting a reader's Message-ID but naming someone else.
+    box.add(dsn(RETURN_PATH, "attacker@example.com", "5.1.1", "failed", "550 5.1.1 unknown",
+                original=f"Message-ID: {message_id[addresses[0]]}\r\nSubject: x\r\n"))
+    box.add(complaint(RETURN_PATH, f"Message-ID: {message_id[addresses[1]]}\r\nSubject: x\r\n"))
+    box.add(complaint(RETURN_PATH, f"Message-ID: {message_id[addresses[2]]}\r\nTo: other@example.com\r\n")
+            .replace(b"<arf-1@", b"<arf-3@"))
+    # A provider's feedback loop quotes the original with its To: that names the reader.
+    box.add(complaint(RETURN_PATH, f"Message-ID: {message_id[addresses[3]]}\r\nTo: {addresses[3].upper()}\r\n"
+                                   f"Subject: x\r\n").replace(b"<arf-1@", b"<arf-2@"))
+    result = CliRunner().invoke(main, ["bounces", "--site", str(site_dir)], env=ENV)
+    assert result.exit_code == 0, result.output
+    assert "bounces: 1 complaint" in result.output and "3 unverified" in result.output
+    book = Subscribers(store)
+    assert [book.get(a).status for a in addresses] == ["active", "active", "active", "complained"]
+    with store.engine.connect() as db:
+        assert [row.status for row in db.execute(select(deliveries.c.status))] == ["sent"] * 4
+    again = CliRunner().invoke(main, ["bounces", "--site", str(site_dir)], env=ENV)
+    assert "nothing new" in again.output and "unverified" not in again.output
+    store.close()
+
+
+def test_a_robot_reply_is_not_a_bounce_whoever_it_says_it_is():
+    from feedpub.reports import ReportReader
+    from feedpub.verp import Verp
+
+    reader = ReportReader(Verp(RETURN_PATH, "key"), "ia-insights.example.org")
+    ours = Verp(RETURN_PATH, "key").address(7)
+    marks = ("Auto-Submitted: auto-replied", "X-Autoreply: yes", "X-Autorespond: yes", "Precedence: auto_reply")
+    for mark in marks:
+        reply = plain(ours, "Mail delivery failed", "550 5.1.1 User unknown, undeliverable",
+                      extra=mark + "\r\n").replace(b"From: someone@example.net",
+                                                    b"From: Mail Delivery System <MAILER-DAEMON@mx.example>")
+        assert reader.read(reply).kind == "auto-reply", mark
+
+
+@pytest.mark.parametrize("where", ["missing", "no/parent", "a-file", "plain-folder"])
+def test_a_maildir_that_is_not_there_is_said_in_one_line_and_never_made(site_dir, sink, smtp_server, where):
+    bounce_site(site_dir, smtp_server.port, mailbox=where)[1].close()
+    if where == "a-file":
+        (site_dir / where).write_text("not a folder")
+    if where == "plain-folder":
+        (site_dir / where).mkdir()
+    before = sorted(str(p) for p in site_dir.rglob("*") if "state" not in p.parts)
+    result = CliRunner().invoke(main, ["bounces", "--site", str(site_dir)], env=ENV)
+    assert result.exit_code == 1 and result.exception is None or isinstance(result.exception, SystemExit)
+    assert result.output.strip() == f"Error: bounces.mailbox: no Maildir at {site_dir / where} (no cur/ new/)"
+    assert sorted(str(p) for p in site_dir.rglob("*") if "state" not in p.parts) == before

@@ -1,7 +1,12 @@
 """Acting on what comes back: bounced rows, suppressed readers, complaints, unsubscribes by mail.
 
+A report names its row by the row's own bounce address (VERP, its MAC
+checked); failing that, by the quoted Message-ID, but only when the report
+also names that row's reader: a Message-ID alone is recorded "unverified"
+and changes nothing, since anyone who got the message can quote it.
 A hard bounce marks its row `bounced`; a 5.1.x (no such mailbox) bounces the
-reader at once, another permanent code after three in thirty days. Soft
+reader at once, another permanent code after three messages failed in thirty
+days (reports repeating one message's failure count once). Soft
 bounces are kept and counted, never suppressing on their own. A complaint
 marks the reader `complained`: never mailed again, never reactivated. A
 report about a message sent before the reader subscribed again changes
@@ -12,8 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, update
@@ -25,6 +31,7 @@ from .tokens import BadToken, Signer
 
 HARD_BOUNCES_TO_SUPPRESS = 3  # permanent failures other than "no such mailbox", within...
 HARD_BOUNCE_WINDOW = timedelta(days=30)
+log = logging.getLogger("feedpub")
 
 
 @dataclass
@@ -33,6 +40,7 @@ class ReadReport:
     suppressed: list[str] = field(default_factory=list)  # addresses that will not be mailed again
     repeated: int = 0  # read before: nothing done again
     not_understood: int = 0  # left in the mailbox
+    unverified: int = 0  # quoted a Message-ID without naming its reader: recorded, not acted on
 
 
 class Bounces:
@@ -43,13 +51,13 @@ class Bounces:
     def act(self, report: Report, now: datetime) -> str | None:
         """Record REPORT and do what it asks; the address suppressed, if any. False-y when already read."""
         row = self._delivery(report)
+        if row is _UNVERIFIED:
+            with self.engine.begin() as db:
+                self._record(db, replace(report, kind="unverified", reason=f"{report.kind}: {report.reason}"),
+                             None, now)
+            raise _Unverified
         with self.engine.begin() as db:
-            recorded = db.execute(dialect_insert(db)(reports).values(
-                key=report.key[:400], kind=report.kind, delivery_id=row.id if row else None,
-                subscriber_id=row.subscriber_id if row else None, status=report.status, reason=report.reason,
-                received_at=now).on_conflict_do_nothing().returning(reports.c.id)).scalar()
-            if recorded is None:
-                raise _AlreadyRead
+            self._record(db, report, row, now)
             if row is None:
                 return None
             reader = db.execute(select(subscribers).where(subscribers.c.id == row.subscriber_id)).first()
@@ -70,16 +78,27 @@ class Bounces:
         return None
 
     @staticmethod
+    def _record(db, report: Report, row, now: datetime) -> None:
+        recorded = db.execute(dialect_insert(db)(reports).values(
+            key=report.key[:400], kind=report.kind, delivery_id=row.id if row else None,
+            subscriber_id=row.subscriber_id if row else None, status=report.status, reason=report.reason,
+            received_at=now).on_conflict_do_nothing().returning(reports.c.id)).scalar()
+        if recorded is None:
+            raise _AlreadyRead
+
+    @staticmethod
     def _enough(db, report: Report, subscriber_id: int, now: datetime) -> bool:
         if report.status.startswith("5.1."):  # the mailbox does not exist
             return True
-        recent = db.execute(select(func.count()).select_from(reports).where(
+        # One message that failed is one failure, however many reports say so.
+        recent = db.execute(select(func.count(func.distinct(reports.c.delivery_id))).where(
             reports.c.subscriber_id == subscriber_id, reports.c.kind == "hard",
             reports.c.received_at >= now - HARD_BOUNCE_WINDOW)).scalar()
         return recent >= HARD_BOUNCES_TO_SUPPRESS
 
     def _delivery(self, report: Report):
-        """The delivery row REPORT is about: by its bounce address, else by the quoted Message-ID."""
+        """The delivery row REPORT is about: by its bounce address, else by the quoted Message-ID
+        when the report names that row's reader too; _UNVERIFIED when it does not."""
         c = deliveries.c
         with self.engine.connect() as db:
             if report.row is not None:
@@ -87,8 +106,11 @@ class Bounces:
                 if found is not None:
                     return found
             if report.message_id:
-                return db.execute(select(c.id, c.subscriber_id, c.sent_at)
-                                  .where(c.message_id == report.message_id)).first()
+                found = db.execute(select(c.id, c.subscriber_id, c.sent_at, subscribers.c.email)
+                                   .join(subscribers, subscribers.c.id == c.subscriber_id)
+                                   .where(c.message_id == report.message_id)).first()
+                if found is not None:
+                    return found if found.email.lower() in report.recipients else _UNVERIFIED
         return None
 
     def _email_of(self, subscriber_id: int) -> str | None:
@@ -117,7 +139,13 @@ class Bounces:
         outcome = ReadReport()
         try:
             for key, raw in source.messages():
-                report = self.reader.read(raw)
+                try:
+                    report = self.reader.read(raw)
+                except Exception as exc:  # noqa: BLE001 (one odd message must never stop the reading)
+                    log.warning("bounces: message %s not understood: %s: %s", key, type(exc).__name__,
+                                " ".join(str(exc).split())[:200])
+                    outcome.not_understood += 1
+                    continue
                 if report.kind == "unknown" or (report.kind == "unsubscribe" and not report.token):
                     outcome.not_understood += 1
                     continue
@@ -129,6 +157,8 @@ class Bounces:
                     elif (address := self.act(report, now)) is not None:
                         outcome.suppressed.append(address)
                     outcome.counts[report.kind] += 1
+                except _Unverified:
+                    outcome.unverified += 1
                 except _AlreadyRead:
                     outcome.repeated += 1
                 source.processed(key, raw)
@@ -149,8 +179,8 @@ def issue_outcomes(store: Store, issue_ids: list[int]) -> dict[int, Counter]:
         return outcomes
     d, r, s = deliveries.c, reports.c, subscribers.c
     with store.engine.connect() as db:
-        for issue_id, kind, count in db.execute(
-                select(d.issue_id, r.kind, func.count()).join(reports, r.delivery_id == d.id)
+        for issue_id, kind, count in db.execute(  # messages, not reports: a repeated one counts once
+                select(d.issue_id, r.kind, func.count(func.distinct(d.id))).join(reports, r.delivery_id == d.id)
                 .where(d.issue_id.in_(issue_ids), r.kind.in_(("hard", "soft", "complaint")))
                 .group_by(d.issue_id, r.kind)):
             outcomes[issue_id][kind] = count
@@ -219,6 +249,8 @@ def summary(outcome: ReadReport, mailbox) -> str:
     line = f"bounces: {kinds}"
     if outcome.suppressed:
         line += f"; not mailed again: {', '.join(outcome.suppressed)}"
+    if outcome.unverified:
+        line += f"; {outcome.unverified} unverified (a quoted Message-ID without its reader's address), not acted on"
     if outcome.repeated:
         line += f"; {outcome.repeated} read before"
     if outcome.not_understood:
@@ -228,3 +260,10 @@ def summary(outcome: ReadReport, mailbox) -> str:
 
 class _AlreadyRead(Exception):
     """This report was acted on before."""
+
+
+class _Unverified(Exception):
+    """This report was recorded, but names its row only by a Message-ID."""
+
+
+_UNVERIFIED = object()  # what _delivery finds for a Message-ID whose recipient does not match

@@ -96,12 +96,12 @@ class Service:
             return
         try:
             source = open_source(self.site.bounces_mailbox, self.environ)
-        except FeedpubError as exc:  # the mailbox is down: read it next time
+            with one_reader(self.site):
+                outcome = for_site(self.site, self.store, self.environ).read(source, self.clock())
+        except FeedpubError as exc:  # the mailbox is down, or dropped us midway: read it next time
             log.warning("%s", exc)
             return
-        with one_reader(self.site):
-            outcome = for_site(self.site, self.store, self.environ).read(source, self.clock())
-        if outcome.counts or outcome.not_understood:
+        if outcome.counts or outcome.not_understood or outcome.unverified:
             log.info("%s", summary(outcome, self.site.bounces_mailbox))
 
     def send_soon(self) -> None:
