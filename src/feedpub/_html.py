@@ -12,7 +12,7 @@ from lxml import html as lxml_html
 _TAGS = nh3.ALLOWED_TAGS | {"tfoot", "picture", "source"}
 _ATTRIBUTES = {
     **nh3.ALLOWED_ATTRIBUTES,
-    "a": nh3.ALLOWED_ATTRIBUTES["a"] | {"title"},
+    "a": nh3.ALLOWED_ATTRIBUTES["a"] | {"title", "id"},  # id: a footnote's way back
     "img": nh3.ALLOWED_ATTRIBUTES["img"] | {"title", "loading"},
     "code": {"class"},
     "pre": {"class"},

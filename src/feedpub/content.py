@@ -11,8 +11,6 @@ from functools import lru_cache
 from typing import Any, NamedTuple
 from urllib.parse import urljoin, urlsplit
 
-import mistune
-from mistune.toc import add_toc_hook
 import yaml
 
 from . import extract
@@ -20,6 +18,7 @@ from ._html import clean, forbidden_characters, fragment, plain, sanitize, squas
 from .config import Site, yaml_problem
 from .errors import ContentError
 from .extract import Question
+from .markdown_html import to_html
 from .references import missing_images
 
 
@@ -33,12 +32,6 @@ class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
         for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
     }
 
-_markdown = mistune.create_markdown(
-    escape=False, plugins=["table", "strikethrough", "footnotes", "def_list"]
-)
-# Headings get ids from their text, so "#section" links in articles work.
-add_toc_hook(_markdown, min_level=1, max_level=6,
-             heading_id=lambda token, index: slugify(token["text"]) or f"section-{index + 1}")
 
 KNOWN_KEYS = frozenset(
     "title date updated author tags summary key_points faq slug draft image".split()
@@ -322,7 +315,7 @@ def parse_article(site: Site, source: str, raw: bytes) -> tuple[Article, list[st
     base = site.url("" if folder == "." else folder + "/")
     page = site.url(slug + "/")
 
-    html = _without_title_heading(sanitize(_markdown(body), base=base, page=page), title)
+    html = _without_title_heading(sanitize(to_html(body, slugify), base=base, page=page), title)
     tree = fragment(html)
     tags = _distinct_tags(meta.text_list("tags"))
     if len(tags) > MAX_TAGS:
